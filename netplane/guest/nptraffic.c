@@ -1,0 +1,1493 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * nptraffic: netplane's traffic generator and measurer.  The client runs
+ * statically linked in the busybox guest, the server natively on the host
+ * side inside a network namespace.
+ *
+ * Control protocol: text lines over one TCP connection, the client drives.
+ *
+ *   C: HELLO nptraffic <proto>           S: HELLO nptraffic <proto>
+ *   C: TEST <kind> <id> <size> <secs> <pps> <count> <client-udp-port>
+ *                                        S: READY <data-port> | ERR <text>
+ *   (tcp tests: the client connects to the data port now)
+ *   C: GO                                (both sides: traffic starts)
+ *   sender:   DONE <sent> <send-errors> <elapsed-ns>        (udp)
+ *             DONE <bytes> <fnv>                            (tcp)
+ *             DONE <trans> <lost> <elapsed-ns>              (rr, client)
+ *   receiver: RESULT <recv> <corrupt> <dup> <ooo>           (udp)
+ *             RESULT <bytes> <fnv> <first-byte-to-eof-ns>   (tcp)
+ *             RESULT <echoed>                               (rr, server)
+ *   C: BYE                               S: BYE
+ *
+ * Every UDP payload starts with { be32 magic, be32 test id, be64 seq }; the
+ * rest is byte i = (seq * 31 + i) & 0xff.  TCP streams carry a periodic
+ * pattern and are checksummed with FNV-1a 64 over little-endian 64-bit
+ * words (a zero-padded tail word last).  Every wait has a deadline.
+ */
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NPT_VERSION     "1.0"
+#define NPT_PROTO       1
+#define DEFAULT_PORT    5201
+#define MAGIC           0x4e50544bu
+#define HDR_LEN         16
+#define L2L3L4_LEN      42              /* Ethernet + IPv4 + UDP headers */
+#define FRAME_MIN       64
+#define FRAME_MAX       1514
+#define PAYLOAD_MAX     (FRAME_MAX - L2L3L4_LEN)
+#define BATCH           32
+#define SOCK_BUF        (4 * 1024 * 1024)
+#define TCP_CHUNK       65536
+#define PAT_PERIOD      65521           /* prime, so writes don't align */
+#define TCP_MSS_EST     1448            /* packets ~ bytes / this, --irq */
+#define DUP_MAX_BITS    (1ull << 28)    /* seqs tracked for dup detection */
+#define LAT_MAX         (16u << 20)     /* rr latency samples kept */
+
+#define MS              1000000ull
+#define NS              1000000000ull
+#define T_CONNECT       (5 * NS)        /* control connect, with retries */
+#define T_CTL           (10 * NS)       /* a control reply */
+#define T_IDLE          (60 * NS)       /* server: the next request */
+#define T_DRAIN         (300 * MS)      /* silence that ends a udp drain */
+#define T_DRAIN_MAX     (2 * NS)
+#define T_BURST_QUIET   (1 * NS)
+#define T_BURST_MAX     (10 * NS)
+#define T_TCP_EXTRA     (30 * NS)       /* queued stream data after DONE */
+#define T_RR            (1 * NS)        /* one rr transaction */
+
+enum kind { T_UDP_TX, T_UDP_RX, T_UDP_BURST, T_TCP_TX, T_TCP_RX, T_RR_LAT };
+static const char *const kind_names[] = {
+    "udp-tx", "udp-rx", "udp-burst", "tcp-tx", "tcp-rx", "rr",
+};
+#define NKINDS ((int)(sizeof(kind_names) / sizeof(kind_names[0])))
+
+struct test {
+    enum kind kind;
+    unsigned size;              /* frame size, 0 for tcp */
+    unsigned secs;              /* 0 for udp-burst */
+    uint64_t pps;
+    uint64_t count;             /* udp-burst only */
+};
+
+/* Both sides' numbers of one test, merged */
+struct result {
+    uint64_t sent, errors, tx_ns;               /* udp sender, rr client */
+    uint64_t recv, corrupt, dup, ooo;           /* udp receiver */
+    uint64_t bytes_sent, bytes_recv, sum_sent, sum_recv, rx_ns; /* tcp */
+    uint64_t trans, lost;                       /* rr */
+    uint32_t *lat;                              /* rr latencies, ns */
+    size_t nlat, cap;
+};
+
+struct ctl {
+    int fd;
+    int eof;
+    size_t len;
+    char buf[512];
+};
+
+struct csum {
+    uint64_t h, word, bytes;
+    unsigned n;
+};
+
+static char errbuf[256];
+static const char *phase_test;          /* client: NPPHASE end pending */
+static uint8_t ramp[256 + PAYLOAD_MAX];
+static uint8_t tpat[PAT_PERIOD + TCP_CHUNK];
+static uint8_t tbuf[TCP_CHUNK];
+static uint8_t pkts[BATCH][2048];
+static struct iovec iov[BATCH];
+static struct mmsghdr mmsg[BATCH];
+
+static void seterr(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+    va_end(ap);
+}
+
+/* Client: the traffic part of a test is over (no-op on the server) */
+static void phase_end(void)
+{
+    if (phase_test) {
+        printf("NPPHASE end test=%s\n", phase_test);
+        phase_test = NULL;
+    }
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NS + ts.tv_nsec;
+}
+
+/* ppoll() until an absolute deadline; EINTR counts as a timeout */
+static int poll_until(struct pollfd *p, int n, uint64_t until)
+{
+    uint64_t now = now_ns(), left = until > now ? until - now : 0;
+    struct timespec ts = { (time_t)(left / NS), (long)(left % NS) };
+    int r = ppoll(p, n, &ts, NULL);
+
+    if (r < 0 && errno != EINTR) {
+        seterr("poll: %s", strerror(errno));
+        return -1;
+    }
+    return r < 0 ? 0 : r;
+}
+
+/* ---- test specs ---- */
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+    char *end;
+
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+    errno = 0;
+    *v = strtoull(s, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+static const char *test_invalid(const struct test *t)
+{
+    int udp = t->kind != T_TCP_TX && t->kind != T_TCP_RX;
+
+    if (udp && (t->size < FRAME_MIN || t->size > FRAME_MAX)) {
+        return "SIZE must be 64..1514 (Ethernet frame without FCS)";
+    }
+    if (t->kind == T_UDP_BURST) {
+        if (t->count < 1 || t->count > 10000000) {
+            return "COUNT must be 1..10000000";
+        }
+    } else if (t->secs < 1 || t->secs > 3600) {
+        return "SECS must be 1..3600";
+    }
+    if (t->pps > 10000000) {
+        return "PPS must be 0..10000000";
+    }
+    return NULL;
+}
+
+static int parse_test(const char *spec, struct test *t)
+{
+    static const int nfields[] = { 3, 3, 3, 2, 2, 3 }; /* without PPS */
+    char buf[128], *f[5], *p;
+    uint64_t v[4] = { 0, 0, 0, 0 };
+    const char *why = "unknown test name";
+    int n = 0, i;
+
+    memset(t, 0, sizeof(*t));
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (p = buf; n < 5; p++) {
+        f[n++] = p;
+        p = strchr(p, ':');
+        if (!p) {
+            break;
+        }
+        *p = '\0';
+    }
+    for (i = 0; i < NKINDS && strcmp(f[0], kind_names[i]); i++) {
+        continue;
+    }
+    if (i < NKINDS) {
+        t->kind = i;
+        why = "wrong number of fields";
+        if (n == nfields[i] || (n == 4 && i <= T_UDP_RX)) {
+            why = "fields must be decimal numbers";
+            for (i = 1; i < n && !parse_u64(f[i], &v[i - 1]); i++) {
+                continue;
+            }
+            if (i == n) {
+                why = NULL;
+            }
+        }
+    }
+    if (!why) {
+        if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+            t->secs = v[0] > 3600 ? 0 : v[0];
+        } else {
+            t->size = v[0] > FRAME_MAX ? 0 : v[0];
+            if (t->kind == T_UDP_BURST) {
+                t->count = v[1];
+            } else {
+                t->secs = v[1] > 3600 ? 0 : v[1];
+                t->pps = v[2];
+            }
+        }
+        why = test_invalid(t);
+    }
+    if (why) {
+        fprintf(stderr, "nptraffic: bad test '%s': %s\n", spec, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- sockets ---- */
+
+static void set_bufs(int fd)
+{
+    int v = SOCK_BUF;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    }
+}
+
+static struct sockaddr_in sin_make(struct in_addr ip, unsigned port)
+{
+    struct sockaddr_in a;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr = ip;
+    a.sin_port = htons(port);
+    return a;
+}
+
+/*
+ * A socket bound to 0.0.0.0:port; port 0 means a data socket (ephemeral,
+ * big buffers, 100 ms send timeout for udp).  Stream sockets listen.
+ */
+static int sock_open(int type, unsigned port)
+{
+    struct in_addr any = { htonl(INADDR_ANY) };
+    struct sockaddr_in a = sin_make(any, port);
+    struct timeval tv = { 0, 100000 };
+    int one = 1;
+    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        seterr("socket: %s", strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (port == 0) {
+        set_bufs(fd);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    }
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        (type == SOCK_STREAM && listen(fd, 4) < 0)) {
+        seterr("bind/listen port %u: %s", port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int sock_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+
+    if (getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+        return 0;
+    }
+    return ntohs(a.sin_port);
+}
+
+static int udp_connect(int fd, struct in_addr ip, unsigned port)
+{
+    struct sockaddr_in a = sin_make(ip, port);
+
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        seterr("udp connect: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Non-blocking TCP connect, retrying refusals until the deadline */
+static int tcp_connect(struct in_addr ip, unsigned port, int bufs,
+                       uint64_t until)
+{
+    struct sockaddr_in a = sin_make(ip, port);
+    struct pollfd p;
+    socklen_t len = sizeof(int);
+    int fd, err, one = 1;
+
+    for (;;) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            seterr("socket: %s", strerror(errno));
+            return -1;
+        }
+        if (bufs) {
+            set_bufs(fd);
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        err = 0;
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+            err = errno;
+        }
+        if (err == EINPROGRESS) {
+            p.fd = fd;
+            p.events = POLLOUT;
+            err = poll_until(&p, 1, until) > 0 ? 0 : ETIMEDOUT;
+            if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)) {
+                err = errno;
+            }
+        }
+        if (!err) {
+            return fd;
+        }
+        close(fd);
+        if (err != ECONNREFUSED || now_ns() + 250 * MS >= until) {
+            seterr("cannot connect to %s:%u: %s", inet_ntoa(ip), port,
+                   strerror(err));
+            return -1;
+        }
+        usleep(250000);
+    }
+}
+
+/* ---- control connection ---- */
+
+/* Read what has arrived; -1 on EOF or error */
+static int ctl_fill(struct ctl *c)
+{
+    ssize_t n;
+
+    if (c->len == sizeof(c->buf)) {
+        seterr("control line too long");
+        return -1;
+    }
+    n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, MSG_DONTWAIT);
+    if (n > 0) {
+        c->len += n;
+        return 0;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return 0;
+    }
+    c->eof = 1;
+    seterr("control connection closed by peer");
+    return -1;
+}
+
+/* Pop one buffered line (without newline); 1 if there was one */
+static int ctl_getline(struct ctl *c, char *out, size_t outsz)
+{
+    char *nl = memchr(c->buf, '\n', c->len);
+    size_t n;
+
+    if (!nl) {
+        return 0;
+    }
+    n = nl - c->buf;
+    snprintf(out, outsz, "%.*s", (int)n, c->buf);
+    out[strcspn(out, "\r")] = '\0';
+    c->len -= n + 1;
+    memmove(c->buf, nl + 1, c->len);
+    return 1;
+}
+
+static int ctl_readline(struct ctl *c, char *out, size_t outsz,
+                        uint64_t until)
+{
+    struct pollfd p = { c->fd, POLLIN, 0 };
+    int r;
+
+    for (;;) {
+        if (ctl_getline(c, out, outsz)) {
+            return 0;
+        }
+        r = poll_until(&p, 1, until);
+        if (r < 0 || (r > 0 && ctl_fill(c) < 0)) {
+            return -1;
+        }
+        if (r == 0 && now_ns() >= until) {
+            seterr("timeout waiting for the peer");
+            return -1;
+        }
+    }
+}
+
+static int ctl_printf(struct ctl *c, const char *fmt, ...)
+{
+    struct pollfd p = { c->fd, POLLOUT, 0 };
+    uint64_t until = now_ns() + T_CTL;
+    char line[256];
+    size_t off = 0, len;
+    ssize_t n;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    len = strlen(line);
+    line[len++] = '\n';
+    while (off < len) {
+        n = send(c->fd, line + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            off += n;
+        } else if (errno != EAGAIN && errno != EINTR) {
+            seterr("control send: %s", strerror(errno));
+            return -1;
+        } else if (poll_until(&p, 1, until) <= 0 && now_ns() >= until) {
+            seterr("timeout sending to the peer");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Keep an eye on the control connection while busy with data */
+static int ctl_check(struct ctl *c, short revents)
+{
+    return revents ? ctl_fill(c) : 0;
+}
+
+/* ---- payloads, checksums ---- */
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    int i;
+
+    for (i = 7; i >= 0; i--, v >>= 8) {
+        p[i] = v;
+    }
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < 8; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+static void pkt_fill(uint8_t *p, size_t len, uint32_t id, uint64_t seq)
+{
+    put_be64(p, (uint64_t)MAGIC << 32 | id);
+    put_be64(p + 8, seq);
+    memcpy(p + HDR_LEN, ramp + ((seq * 31) & 0xff), len - HDR_LEN);
+}
+
+static int pkt_check(const uint8_t *p, size_t len, size_t want, uint32_t id,
+                     uint64_t *seq)
+{
+    if (len != want || get_be64(p) != ((uint64_t)MAGIC << 32 | id)) {
+        return -1;
+    }
+    *seq = get_be64(p + 8);
+    return memcmp(p + HDR_LEN, ramp + ((*seq * 31) & 0xff), len - HDR_LEN)
+           ? -1 : 0;
+}
+
+static size_t payload_len(const struct test *t)
+{
+    return t->size - L2L3L4_LEN;
+}
+
+static void csum_mix(struct csum *s, uint64_t w)
+{
+    s->h = (s->h ^ w) * 0x100000001b3ull;
+}
+
+static void csum_update(struct csum *s, const uint8_t *p, size_t len)
+{
+    uint64_t w;
+
+    s->bytes += len;
+    for (; len && s->n; len--) {
+        s->word |= (uint64_t)*p++ << (8 * s->n);
+        if (++s->n == 8) {
+            csum_mix(s, s->word);
+            s->word = s->n = 0;
+        }
+    }
+    for (; len >= 8; len -= 8, p += 8) {
+        memcpy(&w, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        csum_mix(s, w);
+    }
+    for (; len; len--) {
+        s->word |= (uint64_t)*p++ << (8 * s->n++);
+    }
+}
+
+static uint64_t csum_final(struct csum *s)
+{
+    if (s->n) {
+        csum_mix(s, s->word);
+        s->word = s->n = 0;
+    }
+    return s->h;
+}
+
+static void mmsg_setup(size_t len)
+{
+    int i;
+
+    memset(mmsg, 0, sizeof(mmsg));
+    for (i = 0; i < BATCH; i++) {
+        iov[i].iov_base = pkts[i];
+        iov[i].iov_len = len;
+        mmsg[i].msg_hdr.msg_iov = &iov[i];
+        mmsg[i].msg_hdr.msg_iovlen = 1;
+    }
+}
+
+/* ---- udp ---- */
+
+struct rxstat {
+    struct result *r;
+    uint32_t id;
+    size_t plen;
+    uint64_t max_seq, nbits;
+    int have_max;
+    uint8_t *bits;
+};
+
+static void rx_account(struct rxstat *st, const uint8_t *p, size_t len)
+{
+    uint64_t seq, n;
+    uint8_t *b;
+
+    if (pkt_check(p, len, st->plen, st->id, &seq) < 0) {
+        st->r->corrupt++;
+        return;
+    }
+    if (seq < DUP_MAX_BITS && seq >= st->nbits) {
+        for (n = st->nbits ? st->nbits : 65536; n <= seq; n *= 2) {
+            continue;
+        }
+        b = realloc(st->bits, n / 8);
+        if (b) {
+            memset(b + st->nbits / 8, 0, (n - st->nbits) / 8);
+            st->bits = b;
+            st->nbits = n;
+        }
+    }
+    if (seq < st->nbits) {
+        if (st->bits[seq / 8] & (1u << (seq % 8))) {
+            st->r->dup++;
+            return;
+        }
+        st->bits[seq / 8] |= 1u << (seq % 8);
+    }
+    if (st->have_max && seq < st->max_seq) {
+        st->r->ooo++;
+    } else {
+        st->max_seq = seq;
+        st->have_max = 1;
+    }
+    st->r->recv++;
+}
+
+/*
+ * Receive and account datagrams.  With line, until a control line arrives
+ * (1), else until silence ns without datagrams or the deadline (0).
+ * -1 on error, or the deadline passing while waiting for a line.
+ */
+static int udp_rx_loop(struct rxstat *st, int fd, struct ctl *c, char *line,
+                       size_t linesz, uint64_t until, uint64_t silence)
+{
+    struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
+    uint64_t t, last = now_ns();
+    int i, k, n;
+
+    mmsg_setup(sizeof(pkts[0]));
+    for (;;) {
+        if (line && ctl_getline(c, line, linesz)) {
+            return 1;
+        }
+        t = silence && last + silence < until ? last + silence : until;
+        if (now_ns() >= t) {
+            if (line) {
+                seterr("timeout waiting for the peer's DONE");
+                return -1;
+            }
+            return 0;
+        }
+        if (poll_until(p, 2, t) < 0 || ctl_check(c, p[1].revents) < 0) {
+            return -1;
+        }
+        for (k = 0; k < 16 && p[0].revents; k++) {
+            n = recvmmsg(fd, mmsg, BATCH, MSG_DONTWAIT, NULL);
+            for (i = 0; i < n; i++) {
+                if (mmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                    st->r->corrupt++;
+                } else {
+                    rx_account(st, pkts[i], mmsg[i].msg_len);
+                }
+            }
+            if (n > 0) {
+                last = now_ns();
+            }
+            if (n < BATCH) {
+                break;
+            }
+        }
+    }
+}
+
+/* Send for dur ns (or count datagrams), paced to pps if non-zero */
+static int udp_tx_loop(int fd, uint32_t id, size_t plen, uint64_t dur,
+                       uint64_t pps, uint64_t count, struct ctl *c,
+                       struct result *r)
+{
+    struct pollfd p = { c->fd, POLLIN, 0 };
+    uint64_t start = now_ns(), now, end = start + dur, want, due, next;
+    unsigned i, k = 0;
+    int n;
+
+    mmsg_setup(plen);
+    for (;;) {
+        now = now_ns();
+        want = count ? count - r->sent : BATCH;
+        if (want == 0 || now >= end) {
+            break;
+        }
+        if (pps) {
+            due = (now - start) / 1000 * pps / 1000000 + 1;
+            if (due <= r->sent) {
+                next = start + r->sent * 1000000 / pps * 1000;
+                if (poll_until(&p, 1, next < end ? next : end) < 0 ||
+                    ctl_check(c, p.revents) < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            want = want < due - r->sent ? want : due - r->sent;
+        }
+        want = want < BATCH ? want : BATCH;
+        for (i = 0; i < want; i++) {
+            pkt_fill(pkts[i], plen, id, r->sent + i);
+        }
+        n = sendmmsg(fd, mmsg, want, 0);
+        if (n > 0) {
+            r->sent += n;
+        } else if (errno != EINTR) {
+            /* ENOBUFS, EAGAIN (send timeout), ECONNREFUSED: retry */
+            r->errors++;
+            if (poll_until(&p, 1, now_ns() + 200000) < 0 ||
+                ctl_check(c, p.revents) < 0) {
+                return -1;
+            }
+        }
+        if (++k % 64 == 0 && (poll(&p, 1, 0) < 0 ||
+                              ctl_check(c, p.revents) < 0)) {
+            return -1;
+        }
+    }
+    r->tx_ns = now_ns() - start;
+    return 0;
+}
+
+/* Sender role of a udp test: traffic, DONE, the peer's RESULT */
+static int udp_sender(int fd, struct ctl *c, const struct test *t,
+                      uint32_t id, struct result *r)
+{
+    int burst = t->kind == T_UDP_BURST;
+    char line[256];
+
+    if (udp_tx_loop(fd, id, payload_len(t), burst ? T_BURST_MAX : t->secs * NS,
+                    t->pps, t->count, c, r) < 0) {
+        return -1;
+    }
+    phase_end();
+    if (ctl_printf(c, "DONE %" PRIu64 " %" PRIu64 " %" PRIu64,
+                   r->sent, r->errors, r->tx_ns) < 0 ||
+        ctl_readline(c, line, sizeof(line), now_ns() + T_CTL +
+                     (burst ? T_BURST_MAX : T_DRAIN_MAX)) < 0) {
+        return -1;
+    }
+    if (sscanf(line, "RESULT %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
+               &r->recv, &r->corrupt, &r->dup, &r->ooo) != 4) {
+        seterr("unexpected reply '%s'", line);
+        return -1;
+    }
+    return 0;
+}
+
+/* Receiver role of a udp test: traffic until DONE, drain, RESULT */
+static int udp_receiver(int fd, struct ctl *c, const struct test *t,
+                        uint32_t id, struct result *r)
+{
+    struct rxstat st = { r, id, payload_len(t), 0, 0, 0, NULL };
+    int burst = t->kind == T_UDP_BURST, ret = -1;
+    char line[256];
+
+    if (udp_rx_loop(&st, fd, c, line, sizeof(line), now_ns() + T_CTL +
+                    (burst ? T_BURST_MAX : t->secs * NS), 0) < 0) {
+        goto out;
+    }
+    phase_end();
+    if (sscanf(line, "DONE %" SCNu64 " %" SCNu64 " %" SCNu64,
+               &r->sent, &r->errors, &r->tx_ns) != 3) {
+        seterr("unexpected message '%s'", line);
+        goto out;
+    }
+    if (udp_rx_loop(&st, fd, c, NULL, 0,
+                    now_ns() + (burst ? T_BURST_MAX : T_DRAIN_MAX),
+                    burst ? T_BURST_QUIET : T_DRAIN) < 0) {
+        goto out;
+    }
+    ret = ctl_printf(c, "RESULT %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64,
+                     r->recv, r->corrupt, r->dup, r->ooo);
+out:
+    free(st.bits);
+    return ret;
+}
+
+/* ---- tcp ---- */
+
+static int tcp_sender(int fd, struct ctl *c, const struct test *t,
+                      struct result *r)
+{
+    struct pollfd p[2] = { { fd, POLLOUT, 0 }, { c->fd, POLLIN, 0 } };
+    struct csum s = { 0xcbf29ce484222325ull, 0, 0, 0 };
+    uint64_t start = now_ns(), end = start + t->secs * NS;
+    size_t off;
+    ssize_t n;
+    char line[256];
+
+    while (now_ns() < end) {
+        if (poll_until(p, 2, end) < 0 || ctl_check(c, p[1].revents) < 0) {
+            return -1;
+        }
+        if (p[0].revents) {
+            off = s.bytes % PAT_PERIOD;
+            n = send(fd, tpat + off, TCP_CHUNK, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                csum_update(&s, tpat + off, n);
+            } else if (errno != EAGAIN && errno != EINTR) {
+                seterr("data connection: %s", strerror(errno));
+                return -1;
+            }
+        }
+    }
+    shutdown(fd, SHUT_WR);
+    r->tx_ns = now_ns() - start;
+    phase_end();
+    r->bytes_sent = s.bytes;
+    r->sum_sent = csum_final(&s);
+    if (ctl_printf(c, "DONE %" PRIu64 " %" PRIu64, r->bytes_sent,
+                   r->sum_sent) < 0 ||
+        ctl_readline(c, line, sizeof(line), now_ns() + T_TCP_EXTRA) < 0) {
+        return -1;
+    }
+    if (sscanf(line, "RESULT %" SCNu64 " %" SCNu64 " %" SCNu64,
+               &r->bytes_recv, &r->sum_recv, &r->rx_ns) != 3) {
+        seterr("unexpected reply '%s'", line);
+        return -1;
+    }
+    return 0;
+}
+
+static int tcp_receiver(int fd, struct ctl *c, const struct test *t,
+                        struct result *r)
+{
+    struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
+    struct csum s = { 0xcbf29ce484222325ull, 0, 0, 0 };
+    uint64_t first = 0, until = now_ns() + t->secs * NS + T_TCP_EXTRA;
+    int eof = 0, got = 0, k;
+    ssize_t n;
+    char line[256];
+
+    while (!eof || !got) {
+        if (!got && ctl_getline(c, line, sizeof(line))) {
+            got = 1;
+            continue;
+        }
+        if (poll_until(p, 2, until) < 0 || ctl_check(c, p[1].revents) < 0) {
+            return -1;
+        }
+        if (now_ns() >= until) {
+            seterr("timeout waiting for the end of the stream");
+            return -1;
+        }
+        for (n = 1, k = 0; k < 8 && p[0].revents; k++) {
+            n = recv(fd, tbuf, sizeof(tbuf), MSG_DONTWAIT);
+            if (n <= 0) {
+                break;
+            }
+            first = first ? first : now_ns();
+            csum_update(&s, tbuf, n);
+        }
+        if (n == 0) {
+            r->rx_ns = first ? now_ns() - first : 0;
+            p[0].fd = -1;
+            eof = 1;
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            seterr("data connection: %s", strerror(errno));
+            return -1;
+        }
+    }
+    phase_end();
+    r->bytes_recv = s.bytes;
+    r->sum_recv = csum_final(&s);
+    if (sscanf(line, "DONE %" SCNu64 " %" SCNu64,
+               &r->bytes_sent, &r->sum_sent) != 2) {
+        seterr("unexpected message '%s'", line);
+        return -1;
+    }
+    return ctl_printf(c, "RESULT %" PRIu64 " %" PRIu64 " %" PRIu64,
+                      r->bytes_recv, r->sum_recv, r->rx_ns);
+}
+
+/* ---- rr ---- */
+
+static int rr_client(int fd, struct ctl *c, const struct test *t,
+                     uint32_t id, struct result *r)
+{
+    struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
+    uint64_t start = now_ns(), end = start + t->secs * NS, t0, seq, rseq;
+    size_t plen = payload_len(t);
+    uint32_t *nl;
+    ssize_t n;
+    int got;
+    char line[256];
+
+    for (seq = 0; now_ns() < end; seq++) {
+        pkt_fill(pkts[0], plen, id, seq);
+        t0 = now_ns();
+        if (send(fd, pkts[0], plen, 0) < 0) {
+            /* e.g. an ICMP error of an earlier one: the peer may be gone */
+            r->lost++;
+            if (poll_until(&p[1], 1, t0 + 10 * MS) < 0 ||
+                ctl_check(c, p[1].revents) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        for (got = 0; !got;) {
+            if (poll_until(p, 2, t0 + T_RR) < 0 ||
+                ctl_check(c, p[1].revents) < 0) {
+                return -1;
+            }
+            n = p[0].revents ? recv(fd, pkts[1], sizeof(pkts[1]),
+                                    MSG_DONTWAIT) : -1;
+            if (n >= 0 && pkt_check(pkts[1], n, plen, id, &rseq) < 0) {
+                r->corrupt++;
+            } else if (n >= 0 && rseq == seq) {
+                got = 1;
+            } else if (now_ns() >= t0 + T_RR) {
+                break;
+            }
+        }
+        if (!got) {
+            r->lost++;
+            continue;
+        }
+        r->trans++;
+        if (r->nlat == r->cap && r->cap < LAT_MAX) {
+            r->cap = r->cap ? r->cap * 2 : 4096;
+            nl = realloc(r->lat, r->cap * sizeof(*nl));
+            if (!nl) {
+                r->cap = r->nlat;
+                continue;
+            }
+            r->lat = nl;
+        }
+        if (r->nlat < r->cap) {
+            r->lat[r->nlat++] = now_ns() - t0;
+        }
+    }
+    r->tx_ns = now_ns() - start;
+    phase_end();
+    if (ctl_printf(c, "DONE %" PRIu64 " %" PRIu64 " %" PRIu64,
+                   r->trans, r->lost, r->tx_ns) < 0 ||
+        ctl_readline(c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+        return -1;
+    }
+    if (strncmp(line, "RESULT ", 7)) {
+        seterr("unexpected reply '%s'", line);
+        return -1;
+    }
+    return 0;
+}
+
+static int rr_server(int fd, struct ctl *c, const struct test *t,
+                     struct result *r)
+{
+    struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
+    uint64_t until = now_ns() + t->secs * NS + T_CTL + T_RR, echoed = 0;
+    struct sockaddr_in from;
+    socklen_t flen;
+    ssize_t n;
+    char line[256];
+
+    while (!ctl_getline(c, line, sizeof(line))) {
+        if (poll_until(p, 2, until) < 0 || ctl_check(c, p[1].revents) < 0) {
+            return -1;
+        }
+        if (now_ns() >= until) {
+            seterr("timeout waiting for the peer's DONE");
+            return -1;
+        }
+        flen = sizeof(from);
+        n = p[0].revents ? recvfrom(fd, pkts[0], sizeof(pkts[0]),
+                                    MSG_DONTWAIT, (struct sockaddr *)&from,
+                                    &flen) : -1;
+        if (n >= 0 && sendto(fd, pkts[0], n, 0, (struct sockaddr *)&from,
+                             flen) == n) {
+            echoed++;
+        }
+    }
+    if (sscanf(line, "DONE %" SCNu64 " %" SCNu64 " %" SCNu64,
+               &r->trans, &r->lost, &r->tx_ns) != 3) {
+        seterr("unexpected message '%s'", line);
+        return -1;
+    }
+    return ctl_printf(c, "RESULT %" PRIu64, echoed);
+}
+
+/* ---- results ---- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t pct_us(const struct result *r, unsigned pct)
+{
+    size_t i = r->nlat * pct / 100;
+
+    if (!r->nlat) {
+        return 0;
+    }
+    return r->lat[i < r->nlat ? i : r->nlat - 1] / 1000;
+}
+
+static int tcp_ok(const struct result *r)
+{
+    return r->bytes_sent == r->bytes_recv && r->sum_sent == r->sum_recv;
+}
+
+static int test_failed(const struct test *t, const struct result *r)
+{
+    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+        return !tcp_ok(r);
+    }
+    return r->corrupt > 0;
+}
+
+/* Packets the result counts, for irq_per_pkt */
+static uint64_t result_pkts(const struct test *t, const struct result *r)
+{
+    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+        return r->bytes_recv / TCP_MSS_EST;
+    }
+    return t->kind == T_RR_LAT ? r->trans : r->recv;
+}
+
+/* One result line, without the newline */
+static void print_result(FILE *f, const char *prefix, const struct test *t,
+                         struct result *r)
+{
+    uint64_t ns;
+    double secs;
+
+    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+        ns = r->rx_ns;
+    } else {
+        ns = r->tx_ns;
+    }
+    secs = (ns ? ns : 1) / 1e9;
+    fprintf(f, "%stest=%s size=%u secs=%.3f ", prefix, kind_names[t->kind],
+            t->size, ns / 1e9);
+    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+        fprintf(f, "bytes_sent=%" PRIu64 " bytes_recv=%" PRIu64
+                " ok=%d mbps=%.2f", r->bytes_sent, r->bytes_recv, tcp_ok(r),
+                r->bytes_recv * 8 / secs / 1e6);
+    } else if (t->kind == T_RR_LAT) {
+        if (r->nlat) {
+            qsort(r->lat, r->nlat, sizeof(*r->lat), cmp_u32);
+        }
+        fprintf(f, "trans=%" PRIu64 " lost=%" PRIu64 " corrupt=%" PRIu64
+                " tps=%" PRIu64 " p50_us=%" PRIu64 " p90_us=%" PRIu64
+                " p99_us=%" PRIu64 " max_us=%" PRIu64, r->trans, r->lost,
+                r->corrupt, (uint64_t)(r->trans / secs), pct_us(r, 50),
+                pct_us(r, 90), pct_us(r, 99),
+                r->nlat ? (uint64_t)r->lat[r->nlat - 1] / 1000 : 0);
+    } else {
+        fprintf(f, "sent=%" PRIu64 " recv=%" PRIu64 " lost=%" PRIu64
+                " corrupt=%" PRIu64 " dup=%" PRIu64 " ooo=%" PRIu64
+                " pps=%" PRIu64 " mbps=%.2f send_errors=%" PRIu64,
+                r->sent, r->recv, r->sent > r->recv ? r->sent - r->recv : 0,
+                r->corrupt, r->dup, r->ooo, (uint64_t)(r->recv / secs),
+                r->recv * t->size * 8 / secs / 1e6, r->errors);
+    }
+}
+
+/* virtio interrupt counts from /proc/interrupts: input, output, other */
+static int read_irqs(uint64_t v[3])
+{
+    FILE *f = fopen("/proc/interrupts", "r");
+    char *line = NULL, *p, *end;
+    size_t cap = 0;
+    uint64_t sum;
+    int ncpu = 0, i;
+
+    v[0] = v[1] = v[2] = 0;
+    if (!f) {
+        return -1;
+    }
+    if (getline(&line, &cap, f) > 0) {
+        for (p = line; (p = strstr(p, "CPU")); p += 3) {
+            ncpu++;
+        }
+    }
+    while (getline(&line, &cap, f) > 0) {
+        p = strchr(line, ':');
+        if (!p) {
+            continue;
+        }
+        for (p++, sum = 0, i = 0; i < ncpu; i++, p = end) {
+            sum += strtoull(p, &end, 10);
+            if (end == p) {
+                break;
+            }
+        }
+        if (strstr(p, "virtio")) {
+            v[strstr(p, "input") ? 0 : strstr(p, "output") ? 1 : 2] += sum;
+        }
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
+/* ---- server ---- */
+
+static int server_test(struct ctl *c, struct in_addr cip, const char *req)
+{
+    struct test t;
+    struct result r;
+    char kname[16], line[256];
+    unsigned id, cport;
+    int fd = -1, lfd = -1, ret = -1, port = 0;
+
+    memset(&r, 0, sizeof(r));
+    memset(&t, 0, sizeof(t));
+    if (sscanf(req, "TEST %15s %u %u %u %" SCNu64 " %" SCNu64 " %u", kname,
+               &id, &t.size, &t.secs, &t.pps, &t.count, &cport) != 7) {
+        kname[0] = '\0';
+    }
+    while (t.kind < NKINDS && strcmp(kname, kind_names[t.kind])) {
+        t.kind++;
+    }
+    if (t.kind == NKINDS || test_invalid(&t) || cport > 65535) {
+        seterr("bad request '%s'", req);
+        ctl_printf(c, "ERR bad test request");
+        return -1;
+    }
+    if (t.kind == T_TCP_TX || t.kind == T_TCP_RX) {
+        lfd = sock_open(SOCK_STREAM, 0);
+        port = lfd < 0 ? 0 : sock_port(lfd);
+    } else {
+        fd = sock_open(SOCK_DGRAM, 0);
+        port = fd < 0 ? 0 : sock_port(fd);
+        if (fd >= 0 && (t.kind == T_UDP_RX || t.kind == T_UDP_BURST) &&
+            udp_connect(fd, cip, cport) < 0) {
+            port = 0;
+        }
+    }
+    if (port == 0) {
+        ctl_printf(c, "ERR %s", errbuf);
+        goto out;
+    }
+    if (ctl_printf(c, "READY %d", port) < 0) {
+        goto out;
+    }
+    if (lfd >= 0) {
+        struct pollfd p[2] = { { lfd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
+        uint64_t until = now_ns() + T_CTL;
+
+        while (fd < 0) {
+            if (poll_until(p, 2, until) < 0 || ctl_check(c, p[1].revents)) {
+                goto out;
+            }
+            if (now_ns() >= until) {
+                seterr("timeout waiting for the data connection");
+                goto out;
+            }
+            if (p[0].revents) {
+                fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            }
+        }
+    }
+    if (ctl_readline(c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+        goto out;
+    }
+    if (strcmp(line, "GO")) {
+        seterr("expected GO, got '%s'", line);
+        goto out;
+    }
+    switch (t.kind) {
+    case T_UDP_TX:
+        ret = udp_receiver(fd, c, &t, id, &r);
+        break;
+    case T_UDP_RX:
+    case T_UDP_BURST:
+        ret = udp_sender(fd, c, &t, id, &r);
+        break;
+    case T_TCP_TX:
+        ret = tcp_receiver(fd, c, &t, &r);
+        break;
+    case T_TCP_RX:
+        ret = tcp_sender(fd, c, &t, &r);
+        break;
+    case T_RR_LAT:
+        ret = rr_server(fd, c, &t, &r);
+        break;
+    }
+    if (ret == 0) {
+        print_result(stderr, "nptraffic server: ", &t, &r);
+        fputc('\n', stderr);
+        ret = test_failed(&t, &r);
+    }
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (lfd >= 0) {
+        close(lfd);
+    }
+    return ret;
+}
+
+/* One control session; 0 if every test completed and the client said BYE */
+static int server_session(int cfd, struct in_addr cip)
+{
+    struct ctl c = { cfd, 0, 0, { 0 } };
+    char line[256];
+    int ok = 1, r;
+
+    if (ctl_readline(&c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+        return -1;
+    }
+    if (strcmp(line, "HELLO nptraffic 1")) {
+        seterr("bad greeting '%s'", line);
+        ctl_printf(&c, "ERR protocol mismatch, want nptraffic %d", NPT_PROTO);
+        return -1;
+    }
+    if (ctl_printf(&c, "HELLO nptraffic %d", NPT_PROTO) < 0) {
+        return -1;
+    }
+    for (;;) {
+        if (ctl_readline(&c, line, sizeof(line), now_ns() + T_IDLE) < 0) {
+            return -1;
+        }
+        if (!strcmp(line, "BYE")) {
+            ctl_printf(&c, "BYE");
+            return ok ? 0 : 1;
+        }
+        r = server_test(&c, cip, line);
+        if (r < 0) {
+            return -1;
+        }
+        ok &= !r;
+    }
+}
+
+static int server_main(unsigned port, int once)
+{
+    struct sockaddr_in peer;
+    socklen_t len;
+    int lfd, cfd, r, one = 1;
+
+    lfd = sock_open(SOCK_STREAM, port);
+    if (lfd < 0) {
+        fprintf(stderr, "nptraffic server: %s\n", errbuf);
+        return 1;
+    }
+    fprintf(stderr, "nptraffic server: listening on port %u\n", port);
+    for (;;) {
+        len = sizeof(peer);
+        cfd = accept4(lfd, (struct sockaddr *)&peer, &len,
+                      SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno != EINTR && errno != ECONNABORTED) {
+                perror("nptraffic server: accept");
+                usleep(100000);
+            }
+            continue;
+        }
+        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        fprintf(stderr, "nptraffic server: session from %s:%u\n",
+                inet_ntoa(peer.sin_addr), ntohs(peer.sin_port));
+        r = server_session(cfd, peer.sin_addr);
+        close(cfd);
+        if (r < 0) {
+            fprintf(stderr, "nptraffic server: session aborted: %s\n", errbuf);
+        } else {
+            fprintf(stderr, "nptraffic server: session done%s\n",
+                    r ? " (some tests failed)" : "");
+        }
+        if (once) {
+            close(lfd);
+            return r ? 1 : 0;
+        }
+    }
+}
+
+/* ---- client ---- */
+
+/* 0 passed, 1 failed measurement, -1 protocol error (session unusable) */
+static int client_test(struct ctl *c, struct in_addr sip, const struct test *t,
+                       unsigned idx, int irq)
+{
+    struct result r;
+    uint64_t irq0[3], irq1[3], pk;
+    uint32_t id = (uint32_t)(now_ns() ^ getpid() * 2654435761u) + idx;
+    int fd = -1, ret = -1, cport = 0, port;
+    char line[256];
+
+    memset(&r, 0, sizeof(r));
+    if (t->kind == T_UDP_RX || t->kind == T_UDP_BURST) {
+        fd = sock_open(SOCK_DGRAM, 0);
+        if (fd < 0) {
+            goto out;
+        }
+        cport = sock_port(fd);
+    }
+    if (ctl_printf(c, "TEST %s %u %u %u %" PRIu64 " %" PRIu64 " %d",
+                   kind_names[t->kind], id, t->size, t->secs, t->pps,
+                   t->count, cport) < 0 ||
+        ctl_readline(c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+        goto out;
+    }
+    if (sscanf(line, "READY %d", &port) != 1 || port < 0 || port > 65535) {
+        seterr("server refused: %s", line);
+        goto out;
+    }
+    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+        fd = tcp_connect(sip, port, 1, now_ns() + T_CONNECT);
+    } else if (t->kind == T_UDP_TX || t->kind == T_RR_LAT) {
+        fd = sock_open(SOCK_DGRAM, 0);
+        if (fd >= 0 && udp_connect(fd, sip, port) < 0) {
+            goto out;
+        }
+    }
+    if (fd < 0) {
+        goto out;
+    }
+    if (irq && read_irqs(irq0) < 0) {
+        irq = 0;
+        fprintf(stderr, "nptraffic: cannot read /proc/interrupts\n");
+    }
+    printf("NPPHASE begin test=%s size=%u secs=%u\n", kind_names[t->kind],
+           t->size, t->secs);
+    phase_test = kind_names[t->kind];
+    if (ctl_printf(c, "GO") < 0) {
+        goto out;
+    }
+    switch (t->kind) {
+    case T_UDP_TX:
+        ret = udp_sender(fd, c, t, id, &r);
+        break;
+    case T_UDP_RX:
+    case T_UDP_BURST:
+        ret = udp_receiver(fd, c, t, id, &r);
+        break;
+    case T_TCP_TX:
+        ret = tcp_sender(fd, c, t, &r);
+        break;
+    case T_TCP_RX:
+        ret = tcp_receiver(fd, c, t, &r);
+        break;
+    case T_RR_LAT:
+        ret = rr_client(fd, c, t, id, &r);
+        break;
+    }
+    if (ret < 0) {
+        goto out;
+    }
+    print_result(stdout, "NPRESULT ", t, &r);
+    if (irq && read_irqs(irq1) == 0) {
+        pk = result_pkts(t, &r);
+        printf(" irq_rx=%" PRIu64 " irq_tx=%" PRIu64 " irq_other=%" PRIu64
+               " irq_per_pkt=%.3f", irq1[0] - irq0[0], irq1[1] - irq0[1],
+               irq1[2] - irq0[2], (double)(irq1[0] - irq0[0] + irq1[1] -
+                                           irq0[1]) / (pk ? pk : 1));
+    }
+    printf("\n");
+    ret = test_failed(t, &r);
+out:
+    phase_end();
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(r.lat);
+    return ret;
+}
+
+static int client_main(const char *addr, unsigned port, int irq,
+                       char **specs, int ntests)
+{
+    struct test *tests = calloc(ntests, sizeof(*tests));
+    struct ctl c = { -1, 0, 0, { 0 } };
+    struct in_addr sip;
+    char line[256];
+    int i, r, failed = 0, done = 0, ret = 2;
+
+    if (!tests) {
+        return 1;
+    }
+    for (i = 0; i < ntests; i++) {
+        if (parse_test(specs[i], &tests[i]) < 0) {
+            goto out;
+        }
+    }
+    if (!inet_aton(addr, &sip)) {
+        fprintf(stderr, "nptraffic: bad server address '%s' (IPv4 only)\n",
+                addr);
+        goto out;
+    }
+    ret = 1;
+    c.fd = tcp_connect(sip, port, 0, now_ns() + T_CONNECT);
+    if (c.fd < 0) {
+        fprintf(stderr, "nptraffic: server not reachable: %s\n", errbuf);
+        goto out;
+    }
+    if (ctl_printf(&c, "HELLO nptraffic %d", NPT_PROTO) < 0 ||
+        ctl_readline(&c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+        fprintf(stderr, "nptraffic: no greeting from server: %s\n", errbuf);
+        goto out;
+    }
+    if (strcmp(line, "HELLO nptraffic 1")) {
+        fprintf(stderr, "nptraffic: server says '%s'\n", line);
+        goto out;
+    }
+    for (; done < ntests; done++) {
+        r = client_test(&c, sip, &tests[done], done, irq);
+        if (r < 0) {
+            printf("NPERROR test=%s spec=%s msg=\"%s\"\n",
+                   kind_names[tests[done].kind], specs[done], errbuf);
+            fprintf(stderr, "nptraffic: test %s failed: %s\n", specs[done],
+                    errbuf);
+            break;
+        }
+        failed += r;
+    }
+    if (done == ntests && (ctl_printf(&c, "BYE") < 0 ||
+        ctl_readline(&c, line, sizeof(line), now_ns() + T_CTL) < 0)) {
+        fprintf(stderr, "nptraffic: no BYE from server: %s\n", errbuf);
+    }
+    failed += ntests - done;
+    printf("NPSUMMARY tests=%d failed=%d\n", ntests, failed);
+    ret = failed ? 1 : 0;
+out:
+    if (c.fd >= 0) {
+        close(c.fd);
+    }
+    free(tests);
+    return ret;
+}
+
+/* ---- main ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"Usage: nptraffic server [--port P] [--once]\n"
+"       nptraffic client --server ADDR [--port P] [--irq] TEST [TEST...]\n"
+"       nptraffic version\n"
+"\n"
+"Tests (SIZE: Ethernet frame bytes without FCS, 64..1514; PPS 0 = max):\n"
+"  udp-tx:SIZE:SECS[:PPS]   client sends UDP to the server\n"
+"  udp-rx:SIZE:SECS[:PPS]   server sends UDP to the client\n"
+"  udp-burst:SIZE:COUNT     server sends COUNT datagrams back-to-back\n"
+"  tcp-tx:SECS              TCP stream client -> server\n"
+"  tcp-rx:SECS              TCP stream server -> client\n"
+"  rr:SIZE:SECS             UDP request/response latency\n"
+"\n"
+"Control port defaults to %d (TCP).  --once: serve one session, exit.\n"
+"--irq: add virtio interrupt deltas from /proc/interrupts to results.\n"
+"Exit status: 0 all tests passed, 1 failure, 2 usage error.\n",
+            DEFAULT_PORT);
+}
+
+int main(int argc, char **argv)
+{
+    const char *server = NULL;
+    uint64_t port = DEFAULT_PORT;
+    int i, once = 0, irq = 0, ntests = 0, is_client;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    for (i = 0; i < (int)sizeof(ramp); i++) {
+        ramp[i] = i;
+    }
+    for (i = 0; i < (int)sizeof(tpat); i++) {
+        tpat[i] = (i % PAT_PERIOD) * 131 + (i % PAT_PERIOD) / 509;
+    }
+    if (argc == 2 && !strcmp(argv[1], "version")) {
+        printf("nptraffic %s (protocol %d)\n", NPT_VERSION, NPT_PROTO);
+        return 0;
+    }
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc < 2 || (strcmp(argv[1], "server") && strcmp(argv[1], "client"))) {
+        usage(stderr);
+        return 2;
+    }
+    is_client = !strcmp(argv[1], "client");
+    for (i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--port") && i + 1 < argc) {
+            if (parse_u64(argv[++i], &port) || port < 1 || port > 65535) {
+                fprintf(stderr, "nptraffic: bad port '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (is_client && !strcmp(argv[i], "--server") && i + 1 < argc) {
+            server = argv[++i];
+        } else if (is_client && !strcmp(argv[i], "--irq")) {
+            irq = 1;
+        } else if (!is_client && !strcmp(argv[i], "--once")) {
+            once = 1;
+        } else if (is_client && argv[i][0] != '-') {
+            argv[ntests++] = argv[i];   /* collect tests in place */
+        } else {
+            fprintf(stderr, "nptraffic: bad argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!is_client) {
+        return server_main(port, once);
+    }
+    if (!server || !ntests) {
+        fprintf(stderr, "nptraffic: client needs --server and a TEST\n");
+        usage(stderr);
+        return 2;
+    }
+    return client_main(server, port, irq, argv, ntests);
+}

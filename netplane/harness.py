@@ -1,0 +1,214 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+Shared by netplane's benchmark and demo: boot the tiny guest on a given
+QEMU binary inside a private network namespace, let it run nptraffic
+against a peer in that namespace, and measure QEMU's threads and the
+host's drop counters around each traffic phase.
+
+The namespace helpers come from the functional tests' qemu_test.traffic,
+so tests and benchmark set up the host side the same way.
+"""
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'functional'))
+# Importing the qemu_test package needs QEMU's python/ tree, from the source
+# tree that configure prepared.
+sys.path.insert(0, os.path.join(os.environ.get('NETPLANE_BUILD',
+                                               os.path.join(ROOT, 'build')),
+                                'src', 'python'))
+
+from qemu_test.traffic import NetNamespace, parse_kv  # noqa: E402
+
+HOST_IP = '10.77.0.1'
+GUEST_IP = '10.77.0.2'
+
+
+def thread_class(pid, tid, comm):
+    if tid == pid:
+        return 'main'
+    if comm.startswith('CPU ') and comm.endswith('/TCG') or \
+       comm.startswith('CPU ') and comm.endswith('/KVM'):
+        return 'vcpu'
+    if comm.startswith('IO '):
+        return 'iothread'
+    return 'other'
+
+
+def thread_stats(pid):
+    """{class: [run_ns, wait_ns]} summed over QEMU's threads."""
+    out = {}
+    base = '/proc/%d/task' % pid
+    try:
+        tids = os.listdir(base)
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            with open('%s/%s/comm' % (base, tid)) as f:
+                comm = f.read().strip()
+            with open('%s/%s/schedstat' % (base, tid)) as f:
+                run_ns, wait_ns, _ = (int(x) for x in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+        cls = thread_class(pid, int(tid), comm)
+        acc = out.setdefault(cls, [0, 0])
+        acc[0] += run_ns
+        acc[1] += wait_ns
+    return out
+
+
+def link_stats(ns, dev):
+    """{'rx_dropped': n, ...} of @dev in @ns, from sysfs."""
+    out = {}
+    for key in ('rx_packets', 'tx_packets', 'rx_dropped', 'tx_dropped'):
+        r = ns.run('cat', '/sys/class/net/%s/statistics/%s' % (dev, key),
+                   check=False)
+        out[key] = int(r.stdout.strip() or 0)
+    return out
+
+
+def udp_stats(ns):
+    """The host UDP stack's error counters in @ns (/proc/net/snmp)."""
+    r = ns.run('cat', '/proc/net/snmp', check=False)
+    lines = [l.split() for l in r.stdout.splitlines() if l.startswith('Udp:')]
+    if len(lines) < 2:
+        return {}
+    d = dict(zip(lines[0][1:], (int(x) for x in lines[1][1:])))
+    return {'udp_rcvbuf_errors': d.get('RcvbufErrors', 0),
+            'udp_in_errors': d.get('InErrors', 0)}
+
+
+def delta(after, before):
+    if isinstance(after, dict):
+        return {k: delta(v, before.get(k, 0 if not isinstance(v, (dict, list))
+                                       else type(v)()))
+                for k, v in after.items()}
+    if isinstance(after, list):
+        before = before or [0] * len(after)
+        return [a - b for a, b in zip(after, before)]
+    return after - (before or 0)
+
+
+class GuestRun:
+    """One boot of the tiny guest that runs @tests with nptraffic."""
+
+    def __init__(self, qemu, guest_dir, tests, device='virtio-net-pci',
+                 netdev='tap,id=net0,ifname=tap0,script=no,downscript=no,'
+                        'vhost=off',
+                 extra_args=(), smp=2, log=None, timeout=600):
+        self.qemu = qemu
+        self.guest_dir = guest_dir
+        self.tests = tests
+        self.device = device
+        self.netdev = netdev
+        self.extra_args = list(extra_args)
+        self.smp = smp
+        self.log = log
+        self.timeout = timeout
+        self.results = []
+        self.phases = {}
+        self.console = []
+        self.boot_seconds = None
+
+    def command(self):
+        run = ['nptraffic', 'client', '--server', HOST_IP, '--irq'] + \
+            self.tests
+        append = ('console=ttyS0 quiet loglevel=3 np.ip=%s/24 np.wait=%s '
+                  'np.run=%s' % (GUEST_IP, HOST_IP, ','.join(run)))
+        return [self.qemu, '-accel', 'tcg', '-M', 'pc', '-m', '256',
+                '-smp', str(self.smp), '-nodefaults', '-no-user-config',
+                '-display', 'none', '-no-reboot', '-monitor', 'none',
+                '-name', 'guest,debug-threads=on', '-serial', 'stdio',
+                '-kernel', os.path.join(self.guest_dir, 'vmlinuz'),
+                '-initrd', os.path.join(self.guest_dir, 'initramfs.cpio.gz'),
+                '-append', append, '-netdev', self.netdev,
+                '-device', self.device + ',netdev=net0'] + self.extra_args
+
+    def snapshot(self, ns, pid):
+        return {'time': time.monotonic(), 'threads': thread_stats(pid),
+                'tap': link_stats(ns, 'tap0'), 'udp': udp_stats(ns)}
+
+    def run(self):
+        ns = NetNamespace('npb')
+        try:
+            ns.add_tap('tap0', HOST_IP + '/24')
+            server = ns.popen([os.path.join(self.guest_dir, 'nptraffic-host'),
+                               'server', '--once'],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+            start = time.monotonic()
+            proc = ns.popen(self.command(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._read(ns, proc, start)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            ns.close()
+        return self
+
+    def _read(self, ns, proc, start):
+        buf = b''
+        begin = None
+        deadline = start + self.timeout
+        fd = proc.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError('guest did not finish in %ds:\n%s'
+                                   % (self.timeout,
+                                      '\n'.join(self.console[-20:])))
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            data = os.read(fd, 65536)
+            if not data:
+                raise RuntimeError('QEMU exited early:\n%s'
+                                   % '\n'.join(self.console[-20:]))
+            buf += data
+            while b'\n' in buf:
+                raw, buf = buf.split(b'\n', 1)
+                line = raw.decode(errors='replace').strip('\r\x00 ')
+                self.console.append(line)
+                if self.log:
+                    self.log.write(line + '\n')
+                if line.startswith('NPGUEST ready'):
+                    self.boot_seconds = time.monotonic() - start
+                elif line.startswith('NPPHASE begin'):
+                    begin = self.snapshot(ns, proc.pid)
+                elif line.startswith('NPPHASE end') and begin:
+                    end = self.snapshot(ns, proc.pid)
+                    name = parse_kv(line).get('test')
+                    self.phases[name] = (begin, end)
+                    begin = None
+                elif line.startswith('NPRESULT '):
+                    self.results.append(self._merge(parse_kv(line)))
+                elif line.startswith('NPGUEST exit='):
+                    if parse_kv(line).get('exit') != '0':
+                        raise RuntimeError('guest command failed:\n%s'
+                                           % '\n'.join(self.console[-20:]))
+                    return
+                elif line.startswith('NPGUEST error='):
+                    raise RuntimeError(line)
+
+    def _merge(self, res):
+        """Attach QEMU thread and host drop counters of the test's phase."""
+        phase = self.phases.pop(res.get('test'), None)
+        if phase:
+            begin, end = phase
+            res['_threads'] = delta(end['threads'], begin['threads'])
+            res['_tap'] = delta(end['tap'], begin['tap'])
+            res['_udp'] = delta(end['udp'], begin['udp'])
+            res['_wall'] = end['time'] - begin['time']
+        return res
