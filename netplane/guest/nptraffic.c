@@ -10,7 +10,7 @@
  *   C: TEST <kind> <id> <size> <secs> <pps> <count> <client-udp-port>
  *                                        S: READY <data-port> | ERR <text>
  *   (tcp tests: the client connects to the data port now)
- *   C: GO                                (both sides: traffic starts)
+ *   C: GO                                (traffic starts)
  *   sender:   DONE <sent> <send-errors> <elapsed-ns>        (udp)
  *             DONE <bytes> <fnv>                            (tcp)
  *             DONE <trans> <lost> <elapsed-ns>              (rr, client)
@@ -19,15 +19,16 @@
  *             RESULT <echoed>                               (rr, server)
  *   C: BYE                               S: BYE
  *
- * Every UDP payload starts with { be32 magic, be32 test id, be64 seq }; the
- * rest is byte i = (seq * 31 + i) & 0xff.  TCP streams carry a periodic
- * pattern and are checksummed with FNV-1a 64 over little-endian 64-bit
- * words (a zero-padded tail word last).  Every wait has a deadline.
+ * A UDP payload is { be32 magic, be32 test id, be64 seq } and then byte
+ * i = (seq * 31 + i) & 0xff.  TCP streams carry a periodic pattern and are
+ * checksummed with FNV-1a 64 over little-endian 64-bit words (a zero-padded
+ * tail word last).  Every wait has a deadline.
  */
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -45,7 +46,7 @@
 #define NPT_VERSION     "1.0"
 #define NPT_PROTO       1
 #define DEFAULT_PORT    5201
-#define MAGIC           0x4e50544bu
+#define MAGIC           0x4e50544bull
 #define HDR_LEN         16
 #define L2L3L4_LEN      42              /* Ethernet + IPv4 + UDP headers */
 #define FRAME_MIN       64
@@ -55,9 +56,11 @@
 #define SOCK_BUF        (4 * 1024 * 1024)
 #define TCP_CHUNK       65536
 #define PAT_PERIOD      65521           /* prime, so writes don't align */
-#define TCP_MSS_EST     1448            /* packets ~ bytes / this, --irq */
+#define TCP_MSS_EST     1448            /* --irq: tcp packets ~ bytes / this */
 #define DUP_MAX_BITS    (1ull << 28)    /* seqs tracked for dup detection */
 #define LAT_MAX         (16u << 20)     /* rr latency samples kept */
+#define FNV_INIT        0xcbf29ce484222325ull
+#define LINE            256
 
 #define MS              1000000ull
 #define NS              1000000000ull
@@ -71,18 +74,18 @@
 #define T_TCP_EXTRA     (30 * NS)       /* queued stream data after DONE */
 #define T_RR            (1 * NS)        /* one rr transaction */
 
-enum kind { T_UDP_TX, T_UDP_RX, T_UDP_BURST, T_TCP_TX, T_TCP_RX, T_RR_LAT };
+enum { T_UDP_TX, T_UDP_RX, T_UDP_BURST, T_TCP_TX, T_TCP_RX, T_RR_LAT };
 static const char *const kind_names[] = {
     "udp-tx", "udp-rx", "udp-burst", "tcp-tx", "tcp-rx", "rr",
 };
 #define NKINDS ((int)(sizeof(kind_names) / sizeof(kind_names[0])))
+#define IS_TCP(t) ((t)->kind == T_TCP_TX || (t)->kind == T_TCP_RX)
 
 struct test {
-    enum kind kind;
-    unsigned size;              /* frame size, 0 for tcp */
-    unsigned secs;              /* 0 for udp-burst */
-    uint64_t pps;
-    uint64_t count;             /* udp-burst only */
+    int kind;
+    uint64_t size;              /* frame size, 0 for tcp */
+    uint64_t secs;              /* 0 for udp-burst */
+    uint64_t pps, count;        /* count: udp-burst only */
 };
 
 /* Both sides' numbers of one test, merged */
@@ -97,7 +100,6 @@ struct result {
 
 struct ctl {
     int fd;
-    int eof;
     size_t len;
     char buf[512];
 };
@@ -107,7 +109,7 @@ struct csum {
     unsigned n;
 };
 
-static char errbuf[256];
+static char errbuf[LINE];
 static const char *phase_test;          /* client: NPPHASE end pending */
 static uint8_t ramp[256 + PAYLOAD_MAX];
 static uint8_t tpat[PAT_PERIOD + TCP_CHUNK];
@@ -158,6 +160,18 @@ static int poll_until(struct pollfd *p, int n, uint64_t until)
 
 /* ---- test specs ---- */
 
+static int kind_lookup(const char *name)
+{
+    int i;
+
+    for (i = 0; i < NKINDS; i++) {
+        if (!strcmp(name, kind_names[i])) {
+            return i;
+        }
+    }
+    return -1;
+}
+
 static int parse_u64(const char *s, uint64_t *v)
 {
     char *end;
@@ -172,72 +186,58 @@ static int parse_u64(const char *s, uint64_t *v)
 
 static const char *test_invalid(const struct test *t)
 {
-    int udp = t->kind != T_TCP_TX && t->kind != T_TCP_RX;
-
-    if (udp && (t->size < FRAME_MIN || t->size > FRAME_MAX)) {
+    if (!IS_TCP(t) && (t->size < FRAME_MIN || t->size > FRAME_MAX)) {
         return "SIZE must be 64..1514 (Ethernet frame without FCS)";
     }
-    if (t->kind == T_UDP_BURST) {
-        if (t->count < 1 || t->count > 10000000) {
-            return "COUNT must be 1..10000000";
-        }
-    } else if (t->secs < 1 || t->secs > 3600) {
+    if (t->kind == T_UDP_BURST && (t->count < 1 || t->count > 10000000)) {
+        return "COUNT must be 1..10000000";
+    }
+    if (t->kind != T_UDP_BURST && (t->secs < 1 || t->secs > 3600)) {
         return "SECS must be 1..3600";
     }
-    if (t->pps > 10000000) {
-        return "PPS must be 0..10000000";
-    }
-    return NULL;
+    return t->pps > 10000000 ? "PPS must be 0..10000000" : NULL;
 }
 
 static int parse_test(const char *spec, struct test *t)
 {
     static const int nfields[] = { 3, 3, 3, 2, 2, 3 }; /* without PPS */
-    char buf[128], *f[5], *p;
+    char buf[64], *f[5], *p = buf;
     uint64_t v[4] = { 0, 0, 0, 0 };
-    const char *why = "unknown test name";
+    const char *why = NULL;
     int n = 0, i;
 
     memset(t, 0, sizeof(*t));
     snprintf(buf, sizeof(buf), "%s", spec);
-    for (p = buf; n < 5; p++) {
+    while (p && n < 5) {
         f[n++] = p;
         p = strchr(p, ':');
-        if (!p) {
-            break;
+        if (p) {
+            *p++ = '\0';
         }
-        *p = '\0';
     }
-    for (i = 0; i < NKINDS && strcmp(f[0], kind_names[i]); i++) {
-        continue;
-    }
-    if (i < NKINDS) {
-        t->kind = i;
+    t->kind = kind_lookup(f[0]);
+    if (t->kind < 0) {
+        why = "unknown test name";
+    } else if (n != nfields[t->kind] && (n != 4 || t->kind > T_UDP_RX)) {
         why = "wrong number of fields";
-        if (n == nfields[i] || (n == 4 && i <= T_UDP_RX)) {
+    }
+    for (i = 1; !why && i < n; i++) {
+        if (parse_u64(f[i], &v[i - 1]) < 0) {
             why = "fields must be decimal numbers";
-            for (i = 1; i < n && !parse_u64(f[i], &v[i - 1]); i++) {
-                continue;
-            }
-            if (i == n) {
-                why = NULL;
-            }
         }
     }
-    if (!why) {
-        if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
-            t->secs = v[0] > 3600 ? 0 : v[0];
+    if (!why && IS_TCP(t)) {
+        t->secs = v[0];
+    } else if (!why) {
+        t->size = v[0];
+        if (t->kind == T_UDP_BURST) {
+            t->count = v[1];
         } else {
-            t->size = v[0] > FRAME_MAX ? 0 : v[0];
-            if (t->kind == T_UDP_BURST) {
-                t->count = v[1];
-            } else {
-                t->secs = v[1] > 3600 ? 0 : v[1];
-                t->pps = v[2];
-            }
+            t->secs = v[1];
+            t->pps = v[2];
         }
-        why = test_invalid(t);
     }
+    why = why ? why : test_invalid(t);
     if (why) {
         fprintf(stderr, "nptraffic: bad test '%s': %s\n", spec, why);
         return -1;
@@ -246,6 +246,13 @@ static int parse_test(const char *spec, struct test *t)
 }
 
 /* ---- sockets ---- */
+
+static void set_timeout(int fd, int opt, uint64_t ns)
+{
+    struct timeval tv = { (time_t)(ns / NS), (long)(ns % NS / 1000) };
+
+    setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv));
+}
 
 static void set_bufs(int fd)
 {
@@ -271,16 +278,15 @@ static struct sockaddr_in sin_make(struct in_addr ip, unsigned port)
 }
 
 /*
- * A socket bound to 0.0.0.0:port; port 0 means a data socket (ephemeral,
- * big buffers, 100 ms send timeout for udp).  Stream sockets listen.
+ * A socket bound to 0.0.0.0:port, listening if a stream socket.  Port 0
+ * means a data socket: big buffers, sends time out after 100 ms (udp
+ * retries those), accept() after T_CTL.
  */
 static int sock_open(int type, unsigned port)
 {
     struct in_addr any = { htonl(INADDR_ANY) };
     struct sockaddr_in a = sin_make(any, port);
-    struct timeval tv = { 0, 100000 };
-    int one = 1;
-    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    int one = 1, fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
         seterr("socket: %s", strerror(errno));
@@ -289,7 +295,8 @@ static int sock_open(int type, unsigned port)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (port == 0) {
         set_bufs(fd);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        set_timeout(fd, SO_SNDTIMEO, 100 * MS);
+        set_timeout(fd, SO_RCVTIMEO, T_CTL);
     }
     if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
         (type == SOCK_STREAM && listen(fd, 4) < 0)) {
@@ -322,14 +329,23 @@ static int udp_connect(int fd, struct in_addr ip, unsigned port)
     return 0;
 }
 
-/* Non-blocking TCP connect, retrying refusals until the deadline */
+/* Control or data socket setup: no Nagle, bounded blocking sends */
+static void tcp_setup(int fd)
+{
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    set_timeout(fd, SO_SNDTIMEO, T_CTL);
+}
+
+/* TCP connect with a deadline, retrying refusals until then */
 static int tcp_connect(struct in_addr ip, unsigned port, int bufs,
                        uint64_t until)
 {
     struct sockaddr_in a = sin_make(ip, port);
     struct pollfd p;
     socklen_t len = sizeof(int);
-    int fd, err, one = 1;
+    int fd, err;
 
     for (;;) {
         fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -340,11 +356,7 @@ static int tcp_connect(struct in_addr ip, unsigned port, int bufs,
         if (bufs) {
             set_bufs(fd);
         }
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        err = 0;
-        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-            err = errno;
-        }
+        err = connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ? errno : 0;
         if (err == EINPROGRESS) {
             p.fd = fd;
             p.events = POLLOUT;
@@ -354,6 +366,8 @@ static int tcp_connect(struct in_addr ip, unsigned port, int bufs,
             }
         }
         if (!err) {
+            fcntl(fd, F_SETFL, 0);      /* blocking again */
+            tcp_setup(fd);
             return fd;
         }
         close(fd);
@@ -385,13 +399,18 @@ static int ctl_fill(struct ctl *c)
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         return 0;
     }
-    c->eof = 1;
     seterr("control connection closed by peer");
     return -1;
 }
 
-/* Pop one buffered line (without newline); 1 if there was one */
-static int ctl_getline(struct ctl *c, char *out, size_t outsz)
+/* Keep an eye on the control connection while busy with data */
+static int ctl_check(struct ctl *c, short revents)
+{
+    return revents ? ctl_fill(c) : 0;
+}
+
+/* Pop one buffered line (LINE bytes, without newline); 1 if there was one */
+static int ctl_getline(struct ctl *c, char *out)
 {
     char *nl = memchr(c->buf, '\n', c->len);
     size_t n;
@@ -400,23 +419,19 @@ static int ctl_getline(struct ctl *c, char *out, size_t outsz)
         return 0;
     }
     n = nl - c->buf;
-    snprintf(out, outsz, "%.*s", (int)n, c->buf);
+    snprintf(out, LINE, "%.*s", (int)n, c->buf);
     out[strcspn(out, "\r")] = '\0';
     c->len -= n + 1;
     memmove(c->buf, nl + 1, c->len);
     return 1;
 }
 
-static int ctl_readline(struct ctl *c, char *out, size_t outsz,
-                        uint64_t until)
+static int ctl_readline(struct ctl *c, char *out, uint64_t until)
 {
     struct pollfd p = { c->fd, POLLIN, 0 };
     int r;
 
-    for (;;) {
-        if (ctl_getline(c, out, outsz)) {
-            return 0;
-        }
+    while (!ctl_getline(c, out)) {
         r = poll_until(&p, 1, until);
         if (r < 0 || (r > 0 && ctl_fill(c) < 0)) {
             return -1;
@@ -426,41 +441,51 @@ static int ctl_readline(struct ctl *c, char *out, size_t outsz,
             return -1;
         }
     }
+    return 0;
 }
 
-static int ctl_printf(struct ctl *c, const char *fmt, ...)
+static int ctl_vsend(struct ctl *c, const char *fmt, va_list ap)
 {
-    struct pollfd p = { c->fd, POLLOUT, 0 };
-    uint64_t until = now_ns() + T_CTL;
-    char line[256];
-    size_t off = 0, len;
-    ssize_t n;
-    va_list ap;
+    char line[LINE];
+    int len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
 
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line) - 1, fmt, ap);
-    va_end(ap);
-    len = strlen(line);
+    len = len < LINE - 1 ? len : LINE - 2;
     line[len++] = '\n';
-    while (off < len) {
-        n = send(c->fd, line + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            off += n;
-        } else if (errno != EAGAIN && errno != EINTR) {
-            seterr("control send: %s", strerror(errno));
-            return -1;
-        } else if (poll_until(&p, 1, until) <= 0 && now_ns() >= until) {
-            seterr("timeout sending to the peer");
-            return -1;
-        }
+    if (send(c->fd, line, len, MSG_NOSIGNAL) != len) {
+        seterr("control send: %s", strerror(errno));
+        return -1;
     }
     return 0;
 }
 
-/* Keep an eye on the control connection while busy with data */
-static int ctl_check(struct ctl *c, short revents)
+static int ctl_send(struct ctl *c, const char *fmt, ...)
 {
-    return revents ? ctl_fill(c) : 0;
+    va_list ap;
+    int r;
+
+    va_start(ap, fmt);
+    r = ctl_vsend(c, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* Send a line, then wait up to wait ns for the reply line */
+static int ctl_ask(struct ctl *c, char *reply, uint64_t wait,
+                   const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, fmt);
+    r = ctl_vsend(c, fmt, ap);
+    va_end(ap);
+    return r < 0 ? -1 : ctl_readline(c, reply, now_ns() + wait);
+}
+
+static int bad_message(const char *line)
+{
+    seterr("unexpected message '%s'", line);
+    return -1;
 }
 
 /* ---- payloads, checksums ---- */
@@ -487,7 +512,7 @@ static uint64_t get_be64(const uint8_t *p)
 
 static void pkt_fill(uint8_t *p, size_t len, uint32_t id, uint64_t seq)
 {
-    put_be64(p, (uint64_t)MAGIC << 32 | id);
+    put_be64(p, MAGIC << 32 | id);
     put_be64(p + 8, seq);
     memcpy(p + HDR_LEN, ramp + ((seq * 31) & 0xff), len - HDR_LEN);
 }
@@ -495,7 +520,7 @@ static void pkt_fill(uint8_t *p, size_t len, uint32_t id, uint64_t seq)
 static int pkt_check(const uint8_t *p, size_t len, size_t want, uint32_t id,
                      uint64_t *seq)
 {
-    if (len != want || get_be64(p) != ((uint64_t)MAGIC << 32 | id)) {
+    if (len != want || get_be64(p) != (MAGIC << 32 | id)) {
         return -1;
     }
     *seq = get_be64(p + 8);
@@ -567,7 +592,7 @@ struct rxstat {
     size_t plen;
     uint64_t max_seq, nbits;
     int have_max;
-    uint8_t *bits;
+    uint8_t *bits;              /* seqs seen, grown on demand */
 };
 
 static void rx_account(struct rxstat *st, const uint8_t *p, size_t len)
@@ -607,12 +632,12 @@ static void rx_account(struct rxstat *st, const uint8_t *p, size_t len)
 }
 
 /*
- * Receive and account datagrams.  With line, until a control line arrives
- * (1), else until silence ns without datagrams or the deadline (0).
- * -1 on error, or the deadline passing while waiting for a line.
+ * Receive and account datagrams.  With line: until a control line arrives
+ * (1), -1 if the deadline passes first.  Without: until silence ns passed
+ * without datagrams, or the deadline (0).  -1 on errors.
  */
 static int udp_rx_loop(struct rxstat *st, int fd, struct ctl *c, char *line,
-                       size_t linesz, uint64_t until, uint64_t silence)
+                       uint64_t until, uint64_t silence)
 {
     struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
     uint64_t t, last = now_ns();
@@ -620,7 +645,7 @@ static int udp_rx_loop(struct rxstat *st, int fd, struct ctl *c, char *line,
 
     mmsg_setup(sizeof(pkts[0]));
     for (;;) {
-        if (line && ctl_getline(c, line, linesz)) {
+        if (line && ctl_getline(c, line)) {
             return 1;
         }
         t = silence && last + silence < until ? last + silence : until;
@@ -634,7 +659,7 @@ static int udp_rx_loop(struct rxstat *st, int fd, struct ctl *c, char *line,
         if (poll_until(p, 2, t) < 0 || ctl_check(c, p[1].revents) < 0) {
             return -1;
         }
-        for (k = 0; k < 16 && p[0].revents; k++) {
+        for (k = 0, n = BATCH; k < 16 && p[0].revents && n == BATCH; k++) {
             n = recvmmsg(fd, mmsg, BATCH, MSG_DONTWAIT, NULL);
             for (i = 0; i < n; i++) {
                 if (mmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -643,37 +668,36 @@ static int udp_rx_loop(struct rxstat *st, int fd, struct ctl *c, char *line,
                     rx_account(st, pkts[i], mmsg[i].msg_len);
                 }
             }
-            if (n > 0) {
-                last = now_ns();
-            }
-            if (n < BATCH) {
-                break;
-            }
+            last = n > 0 ? now_ns() : last;
         }
     }
 }
 
-/* Send for dur ns (or count datagrams), paced to pps if non-zero */
-static int udp_tx_loop(int fd, uint32_t id, size_t plen, uint64_t dur,
-                       uint64_t pps, uint64_t count, struct ctl *c,
-                       struct result *r)
+/*
+ * Sender role of a udp test: SECS of datagrams (or COUNT of them), paced
+ * to PPS if non-zero; then DONE, and the peer's RESULT.
+ */
+static int udp_sender(int fd, struct ctl *c, const struct test *t,
+                      uint32_t id, struct result *r)
 {
     struct pollfd p = { c->fd, POLLIN, 0 };
-    uint64_t start = now_ns(), now, end = start + dur, want, due, next;
+    size_t plen = payload_len(t);
+    uint64_t start = now_ns(), now, want, due, next, end;
     unsigned i, k = 0;
     int n;
+    char line[LINE];
 
+    end = start + (t->kind == T_UDP_BURST ? T_BURST_MAX : t->secs * NS);
     mmsg_setup(plen);
-    for (;;) {
-        now = now_ns();
-        want = count ? count - r->sent : BATCH;
-        if (want == 0 || now >= end) {
+    for (now = start; now < end; now = now_ns()) {
+        want = t->count ? t->count - r->sent : BATCH;
+        if (want == 0) {
             break;
         }
-        if (pps) {
-            due = (now - start) / 1000 * pps / 1000000 + 1;
+        if (t->pps) {
+            due = (now - start) / 1000 * t->pps / 1000000 + 1;
             if (due <= r->sent) {
-                next = start + r->sent * 1000000 / pps * 1000;
+                next = start + r->sent * 1000000 / t->pps * 1000;
                 if (poll_until(&p, 1, next < end ? next : end) < 0 ||
                     ctl_check(c, p.revents) < 0) {
                     return -1;
@@ -703,31 +727,15 @@ static int udp_tx_loop(int fd, uint32_t id, size_t plen, uint64_t dur,
         }
     }
     r->tx_ns = now_ns() - start;
-    return 0;
-}
-
-/* Sender role of a udp test: traffic, DONE, the peer's RESULT */
-static int udp_sender(int fd, struct ctl *c, const struct test *t,
-                      uint32_t id, struct result *r)
-{
-    int burst = t->kind == T_UDP_BURST;
-    char line[256];
-
-    if (udp_tx_loop(fd, id, payload_len(t), burst ? T_BURST_MAX : t->secs * NS,
-                    t->pps, t->count, c, r) < 0) {
-        return -1;
-    }
     phase_end();
-    if (ctl_printf(c, "DONE %" PRIu64 " %" PRIu64 " %" PRIu64,
-                   r->sent, r->errors, r->tx_ns) < 0 ||
-        ctl_readline(c, line, sizeof(line), now_ns() + T_CTL +
-                     (burst ? T_BURST_MAX : T_DRAIN_MAX)) < 0) {
+    if (ctl_ask(c, line, T_CTL + (t->count ? T_BURST_MAX : T_DRAIN_MAX),
+                "DONE %" PRIu64 " %" PRIu64 " %" PRIu64,
+                r->sent, r->errors, r->tx_ns) < 0) {
         return -1;
     }
     if (sscanf(line, "RESULT %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
                &r->recv, &r->corrupt, &r->dup, &r->ooo) != 4) {
-        seterr("unexpected reply '%s'", line);
-        return -1;
+        return bad_message(line);
     }
     return 0;
 }
@@ -738,25 +746,25 @@ static int udp_receiver(int fd, struct ctl *c, const struct test *t,
 {
     struct rxstat st = { r, id, payload_len(t), 0, 0, 0, NULL };
     int burst = t->kind == T_UDP_BURST, ret = -1;
-    char line[256];
+    char line[LINE];
 
-    if (udp_rx_loop(&st, fd, c, line, sizeof(line), now_ns() + T_CTL +
+    if (udp_rx_loop(&st, fd, c, line, now_ns() + T_CTL +
                     (burst ? T_BURST_MAX : t->secs * NS), 0) < 0) {
         goto out;
     }
     phase_end();
     if (sscanf(line, "DONE %" SCNu64 " %" SCNu64 " %" SCNu64,
                &r->sent, &r->errors, &r->tx_ns) != 3) {
-        seterr("unexpected message '%s'", line);
+        bad_message(line);
         goto out;
     }
-    if (udp_rx_loop(&st, fd, c, NULL, 0,
+    if (udp_rx_loop(&st, fd, c, NULL,
                     now_ns() + (burst ? T_BURST_MAX : T_DRAIN_MAX),
                     burst ? T_BURST_QUIET : T_DRAIN) < 0) {
         goto out;
     }
-    ret = ctl_printf(c, "RESULT %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64,
-                     r->recv, r->corrupt, r->dup, r->ooo);
+    ret = ctl_send(c, "RESULT %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64,
+                   r->recv, r->corrupt, r->dup, r->ooo);
 out:
     free(st.bits);
     return ret;
@@ -765,15 +773,16 @@ out:
 /* ---- tcp ---- */
 
 static int tcp_sender(int fd, struct ctl *c, const struct test *t,
-                      struct result *r)
+                      uint32_t id, struct result *r)
 {
     struct pollfd p[2] = { { fd, POLLOUT, 0 }, { c->fd, POLLIN, 0 } };
-    struct csum s = { 0xcbf29ce484222325ull, 0, 0, 0 };
+    struct csum s = { FNV_INIT, 0, 0, 0 };
     uint64_t start = now_ns(), end = start + t->secs * NS;
     size_t off;
     ssize_t n;
-    char line[256];
+    char line[LINE];
 
+    (void)id;
     while (now_ns() < end) {
         if (poll_until(p, 2, end) < 0 || ctl_check(c, p[1].revents) < 0) {
             return -1;
@@ -794,32 +803,32 @@ static int tcp_sender(int fd, struct ctl *c, const struct test *t,
     phase_end();
     r->bytes_sent = s.bytes;
     r->sum_sent = csum_final(&s);
-    if (ctl_printf(c, "DONE %" PRIu64 " %" PRIu64, r->bytes_sent,
-                   r->sum_sent) < 0 ||
-        ctl_readline(c, line, sizeof(line), now_ns() + T_TCP_EXTRA) < 0) {
+    if (ctl_ask(c, line, T_TCP_EXTRA, "DONE %" PRIu64 " %" PRIu64,
+                r->bytes_sent, r->sum_sent) < 0) {
         return -1;
     }
     if (sscanf(line, "RESULT %" SCNu64 " %" SCNu64 " %" SCNu64,
                &r->bytes_recv, &r->sum_recv, &r->rx_ns) != 3) {
-        seterr("unexpected reply '%s'", line);
-        return -1;
+        return bad_message(line);
     }
     return 0;
 }
 
+/* Read the stream until EOF and the sender's DONE, then RESULT */
 static int tcp_receiver(int fd, struct ctl *c, const struct test *t,
-                        struct result *r)
+                        uint32_t id, struct result *r)
 {
     struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
-    struct csum s = { 0xcbf29ce484222325ull, 0, 0, 0 };
+    struct csum s = { FNV_INIT, 0, 0, 0 };
     uint64_t first = 0, until = now_ns() + t->secs * NS + T_TCP_EXTRA;
-    int eof = 0, got = 0, k;
+    int done = 0, k;
     ssize_t n;
-    char line[256];
+    char line[LINE];
 
-    while (!eof || !got) {
-        if (!got && ctl_getline(c, line, sizeof(line))) {
-            got = 1;
+    (void)id;
+    while (p[0].fd >= 0 || !done) {
+        if (!done && ctl_getline(c, line)) {
+            done = 1;
             continue;
         }
         if (poll_until(p, 2, until) < 0 || ctl_check(c, p[1].revents) < 0) {
@@ -829,18 +838,16 @@ static int tcp_receiver(int fd, struct ctl *c, const struct test *t,
             seterr("timeout waiting for the end of the stream");
             return -1;
         }
-        for (n = 1, k = 0; k < 8 && p[0].revents; k++) {
+        for (n = 1, k = 0; k < 8 && p[0].revents && n > 0; k++) {
             n = recv(fd, tbuf, sizeof(tbuf), MSG_DONTWAIT);
-            if (n <= 0) {
-                break;
+            if (n > 0) {
+                first = first ? first : now_ns();
+                csum_update(&s, tbuf, n);
             }
-            first = first ? first : now_ns();
-            csum_update(&s, tbuf, n);
         }
         if (n == 0) {
             r->rx_ns = first ? now_ns() - first : 0;
-            p[0].fd = -1;
-            eof = 1;
+            p[0].fd = -1;               /* EOF: poll ignores it now */
         } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
             seterr("data connection: %s", strerror(errno));
             return -1;
@@ -851,39 +858,54 @@ static int tcp_receiver(int fd, struct ctl *c, const struct test *t,
     r->sum_recv = csum_final(&s);
     if (sscanf(line, "DONE %" SCNu64 " %" SCNu64,
                &r->bytes_sent, &r->sum_sent) != 2) {
-        seterr("unexpected message '%s'", line);
-        return -1;
+        return bad_message(line);
     }
-    return ctl_printf(c, "RESULT %" PRIu64 " %" PRIu64 " %" PRIu64,
-                      r->bytes_recv, r->sum_recv, r->rx_ns);
+    return ctl_send(c, "RESULT %" PRIu64 " %" PRIu64 " %" PRIu64,
+                    r->bytes_recv, r->sum_recv, r->rx_ns);
 }
 
 /* ---- rr ---- */
 
+static void lat_add(struct result *r, uint64_t ns)
+{
+    uint32_t *l;
+
+    if (r->nlat == r->cap && r->cap < LAT_MAX) {
+        l = realloc(r->lat, (r->cap ? r->cap * 2 : 4096) * sizeof(*l));
+        if (l) {
+            r->lat = l;
+            r->cap = r->cap ? r->cap * 2 : 4096;
+        }
+    }
+    if (r->nlat < r->cap) {
+        r->lat[r->nlat++] = ns;
+    }
+}
+
+/* One request in flight, 1 s to answer it, for SECS; then DONE */
 static int rr_client(int fd, struct ctl *c, const struct test *t,
                      uint32_t id, struct result *r)
 {
     struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
-    uint64_t start = now_ns(), end = start + t->secs * NS, t0, seq, rseq;
+    uint64_t start = now_ns(), t0, seq, rseq;
     size_t plen = payload_len(t);
-    uint32_t *nl;
     ssize_t n;
     int got;
-    char line[256];
+    char line[LINE];
 
-    for (seq = 0; now_ns() < end; seq++) {
+    for (seq = 0; now_ns() < start + t->secs * NS; seq++) {
         pkt_fill(pkts[0], plen, id, seq);
         t0 = now_ns();
+        got = 0;
         if (send(fd, pkts[0], plen, 0) < 0) {
-            /* e.g. an ICMP error of an earlier one: the peer may be gone */
-            r->lost++;
+            /* ICMP error of an earlier one, peer gone?  Count, back off */
             if (poll_until(&p[1], 1, t0 + 10 * MS) < 0 ||
                 ctl_check(c, p[1].revents) < 0) {
                 return -1;
             }
-            continue;
+            got = -1;
         }
-        for (got = 0; !got;) {
+        while (!got && now_ns() < t0 + T_RR) {
             if (poll_until(p, 2, t0 + T_RR) < 0 ||
                 ctl_check(c, p[1].revents) < 0) {
                 return -1;
@@ -893,54 +915,38 @@ static int rr_client(int fd, struct ctl *c, const struct test *t,
             if (n >= 0 && pkt_check(pkts[1], n, plen, id, &rseq) < 0) {
                 r->corrupt++;
             } else if (n >= 0 && rseq == seq) {
-                got = 1;
-            } else if (now_ns() >= t0 + T_RR) {
-                break;
+                got = 1;                /* else: late answer, ignore it */
             }
         }
-        if (!got) {
+        if (got == 1) {
+            r->trans++;
+            lat_add(r, now_ns() - t0);
+        } else {
             r->lost++;
-            continue;
-        }
-        r->trans++;
-        if (r->nlat == r->cap && r->cap < LAT_MAX) {
-            r->cap = r->cap ? r->cap * 2 : 4096;
-            nl = realloc(r->lat, r->cap * sizeof(*nl));
-            if (!nl) {
-                r->cap = r->nlat;
-                continue;
-            }
-            r->lat = nl;
-        }
-        if (r->nlat < r->cap) {
-            r->lat[r->nlat++] = now_ns() - t0;
         }
     }
     r->tx_ns = now_ns() - start;
     phase_end();
-    if (ctl_printf(c, "DONE %" PRIu64 " %" PRIu64 " %" PRIu64,
-                   r->trans, r->lost, r->tx_ns) < 0 ||
-        ctl_readline(c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+    if (ctl_ask(c, line, T_CTL, "DONE %" PRIu64 " %" PRIu64 " %" PRIu64,
+                r->trans, r->lost, r->tx_ns) < 0) {
         return -1;
     }
-    if (strncmp(line, "RESULT ", 7)) {
-        seterr("unexpected reply '%s'", line);
-        return -1;
-    }
-    return 0;
+    return strncmp(line, "RESULT ", 7) ? bad_message(line) : 0;
 }
 
+/* Echo every datagram back to where it came from, until DONE */
 static int rr_server(int fd, struct ctl *c, const struct test *t,
-                     struct result *r)
+                     uint32_t id, struct result *r)
 {
     struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
     uint64_t until = now_ns() + t->secs * NS + T_CTL + T_RR, echoed = 0;
     struct sockaddr_in from;
     socklen_t flen;
     ssize_t n;
-    char line[256];
+    char line[LINE];
 
-    while (!ctl_getline(c, line, sizeof(line))) {
+    (void)id;
+    while (!ctl_getline(c, line)) {
         if (poll_until(p, 2, until) < 0 || ctl_check(c, p[1].revents) < 0) {
             return -1;
         }
@@ -959,11 +965,23 @@ static int rr_server(int fd, struct ctl *c, const struct test *t,
     }
     if (sscanf(line, "DONE %" SCNu64 " %" SCNu64 " %" SCNu64,
                &r->trans, &r->lost, &r->tx_ns) != 3) {
-        seterr("unexpected message '%s'", line);
-        return -1;
+        return bad_message(line);
     }
-    return ctl_printf(c, "RESULT %" PRIu64, echoed);
+    return ctl_send(c, "RESULT %" PRIu64, echoed);
 }
+
+typedef int role_fn(int fd, struct ctl *c, const struct test *t,
+                    uint32_t id, struct result *r);
+
+/* What each side does in a test: { client, server } */
+static role_fn *const roles[][2] = {
+    [T_UDP_TX] = { udp_sender, udp_receiver },
+    [T_UDP_RX] = { udp_receiver, udp_sender },
+    [T_UDP_BURST] = { udp_receiver, udp_sender },
+    [T_TCP_TX] = { tcp_sender, tcp_receiver },
+    [T_TCP_RX] = { tcp_receiver, tcp_sender },
+    [T_RR_LAT] = { rr_client, rr_server },
+};
 
 /* ---- results ---- */
 
@@ -974,57 +992,35 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Percentile of the sorted latencies, in us */
 static uint64_t pct_us(const struct result *r, unsigned pct)
 {
     size_t i = r->nlat * pct / 100;
 
-    if (!r->nlat) {
-        return 0;
-    }
-    return r->lat[i < r->nlat ? i : r->nlat - 1] / 1000;
-}
-
-static int tcp_ok(const struct result *r)
-{
-    return r->bytes_sent == r->bytes_recv && r->sum_sent == r->sum_recv;
+    return r->nlat ? r->lat[i < r->nlat ? i : r->nlat - 1] / 1000 : 0;
 }
 
 static int test_failed(const struct test *t, const struct result *r)
 {
-    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
-        return !tcp_ok(r);
+    if (IS_TCP(t)) {
+        return r->bytes_sent != r->bytes_recv || r->sum_sent != r->sum_recv;
     }
     return r->corrupt > 0;
-}
-
-/* Packets the result counts, for irq_per_pkt */
-static uint64_t result_pkts(const struct test *t, const struct result *r)
-{
-    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
-        return r->bytes_recv / TCP_MSS_EST;
-    }
-    return t->kind == T_RR_LAT ? r->trans : r->recv;
 }
 
 /* One result line, without the newline */
 static void print_result(FILE *f, const char *prefix, const struct test *t,
                          struct result *r)
 {
-    uint64_t ns;
-    double secs;
+    uint64_t ns = IS_TCP(t) ? r->rx_ns : r->tx_ns;
+    double secs = (ns ? ns : 1) / 1e9;
 
-    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
-        ns = r->rx_ns;
-    } else {
-        ns = r->tx_ns;
-    }
-    secs = (ns ? ns : 1) / 1e9;
-    fprintf(f, "%stest=%s size=%u secs=%.3f ", prefix, kind_names[t->kind],
-            t->size, ns / 1e9);
-    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+    fprintf(f, "%stest=%s size=%" PRIu64 " secs=%.3f ", prefix,
+            kind_names[t->kind], t->size, ns / 1e9);
+    if (IS_TCP(t)) {
         fprintf(f, "bytes_sent=%" PRIu64 " bytes_recv=%" PRIu64
-                " ok=%d mbps=%.2f", r->bytes_sent, r->bytes_recv, tcp_ok(r),
-                r->bytes_recv * 8 / secs / 1e6);
+                " ok=%d mbps=%.2f", r->bytes_sent, r->bytes_recv,
+                !test_failed(t, r), r->bytes_recv * 8 / secs / 1e6);
     } else if (t->kind == T_RR_LAT) {
         if (r->nlat) {
             qsort(r->lat, r->nlat, sizeof(*r->lat), cmp_u32);
@@ -1033,8 +1029,7 @@ static void print_result(FILE *f, const char *prefix, const struct test *t,
                 " tps=%" PRIu64 " p50_us=%" PRIu64 " p90_us=%" PRIu64
                 " p99_us=%" PRIu64 " max_us=%" PRIu64, r->trans, r->lost,
                 r->corrupt, (uint64_t)(r->trans / secs), pct_us(r, 50),
-                pct_us(r, 90), pct_us(r, 99),
-                r->nlat ? (uint64_t)r->lat[r->nlat - 1] / 1000 : 0);
+                pct_us(r, 90), pct_us(r, 99), pct_us(r, 100));
     } else {
         fprintf(f, "sent=%" PRIu64 " recv=%" PRIu64 " lost=%" PRIu64
                 " corrupt=%" PRIu64 " dup=%" PRIu64 " ooo=%" PRIu64
@@ -1085,88 +1080,61 @@ static int read_irqs(uint64_t v[3])
 
 /* ---- server ---- */
 
+/* 0 passed, 1 failed measurement, -1 protocol error (session unusable) */
 static int server_test(struct ctl *c, struct in_addr cip, const char *req)
 {
     struct test t;
     struct result r;
-    char kname[16], line[256];
-    unsigned id, cport;
+    char kname[16], line[LINE];
+    unsigned id;
+    uint64_t cport;
     int fd = -1, lfd = -1, ret = -1, port = 0;
 
     memset(&r, 0, sizeof(r));
     memset(&t, 0, sizeof(t));
-    if (sscanf(req, "TEST %15s %u %u %u %" SCNu64 " %" SCNu64 " %u", kname,
-               &id, &t.size, &t.secs, &t.pps, &t.count, &cport) != 7) {
-        kname[0] = '\0';
-    }
-    while (t.kind < NKINDS && strcmp(kname, kind_names[t.kind])) {
-        t.kind++;
-    }
-    if (t.kind == NKINDS || test_invalid(&t) || cport > 65535) {
+    if (sscanf(req, "TEST %15s %u %" SCNu64 " %" SCNu64 " %" SCNu64 " %"
+               SCNu64 " %" SCNu64, kname, &id, &t.size, &t.secs, &t.pps,
+               &t.count, &cport) != 7 || (t.kind = kind_lookup(kname)) < 0 ||
+        test_invalid(&t) || cport > 65535) {
         seterr("bad request '%s'", req);
-        ctl_printf(c, "ERR bad test request");
+        ctl_send(c, "ERR bad test request");
         return -1;
     }
-    if (t.kind == T_TCP_TX || t.kind == T_TCP_RX) {
+    if (IS_TCP(&t)) {
         lfd = sock_open(SOCK_STREAM, 0);
         port = lfd < 0 ? 0 : sock_port(lfd);
     } else {
         fd = sock_open(SOCK_DGRAM, 0);
         port = fd < 0 ? 0 : sock_port(fd);
-        if (fd >= 0 && (t.kind == T_UDP_RX || t.kind == T_UDP_BURST) &&
+        if (port && (t.kind == T_UDP_RX || t.kind == T_UDP_BURST) &&
             udp_connect(fd, cip, cport) < 0) {
             port = 0;
         }
     }
     if (port == 0) {
-        ctl_printf(c, "ERR %s", errbuf);
+        ctl_send(c, "ERR %s", errbuf);
         goto out;
     }
-    if (ctl_printf(c, "READY %d", port) < 0) {
+    if (ctl_send(c, "READY %d", port) < 0) {
         goto out;
     }
     if (lfd >= 0) {
-        struct pollfd p[2] = { { lfd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
-        uint64_t until = now_ns() + T_CTL;
-
-        while (fd < 0) {
-            if (poll_until(p, 2, until) < 0 || ctl_check(c, p[1].revents)) {
-                goto out;
-            }
-            if (now_ns() >= until) {
-                seterr("timeout waiting for the data connection");
-                goto out;
-            }
-            if (p[0].revents) {
-                fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            }
+        /* the listener's SO_RCVTIMEO bounds this wait */
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            seterr("no data connection: %s", strerror(errno));
+            goto out;
         }
+        tcp_setup(fd);
     }
-    if (ctl_readline(c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+    if (ctl_readline(c, line, now_ns() + T_CTL) < 0) {
         goto out;
     }
     if (strcmp(line, "GO")) {
-        seterr("expected GO, got '%s'", line);
+        bad_message(line);
         goto out;
     }
-    switch (t.kind) {
-    case T_UDP_TX:
-        ret = udp_receiver(fd, c, &t, id, &r);
-        break;
-    case T_UDP_RX:
-    case T_UDP_BURST:
-        ret = udp_sender(fd, c, &t, id, &r);
-        break;
-    case T_TCP_TX:
-        ret = tcp_receiver(fd, c, &t, &r);
-        break;
-    case T_TCP_RX:
-        ret = tcp_sender(fd, c, &t, &r);
-        break;
-    case T_RR_LAT:
-        ret = rr_server(fd, c, &t, &r);
-        break;
-    }
+    ret = roles[t.kind][1](fd, c, &t, id, &r);
     if (ret == 0) {
         print_result(stderr, "nptraffic server: ", &t, &r);
         fputc('\n', stderr);
@@ -1182,31 +1150,31 @@ out:
     return ret;
 }
 
-/* One control session; 0 if every test completed and the client said BYE */
+/* One control session; 0 if every test passed and the client said BYE */
 static int server_session(int cfd, struct in_addr cip)
 {
-    struct ctl c = { cfd, 0, 0, { 0 } };
-    char line[256];
-    int ok = 1, r;
+    struct ctl c = { cfd, 0, { 0 } };
+    char line[LINE];
+    int ok = 1, r, proto;
 
-    if (ctl_readline(&c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+    if (ctl_readline(&c, line, now_ns() + T_CTL) < 0) {
         return -1;
     }
-    if (strcmp(line, "HELLO nptraffic 1")) {
-        seterr("bad greeting '%s'", line);
-        ctl_printf(&c, "ERR protocol mismatch, want nptraffic %d", NPT_PROTO);
-        return -1;
+    if (sscanf(line, "HELLO nptraffic %d", &proto) != 1 ||
+        proto != NPT_PROTO) {
+        ctl_send(&c, "ERR want protocol nptraffic %d", NPT_PROTO);
+        return bad_message(line);
     }
-    if (ctl_printf(&c, "HELLO nptraffic %d", NPT_PROTO) < 0) {
+    if (ctl_send(&c, "HELLO nptraffic %d", NPT_PROTO) < 0) {
         return -1;
     }
     for (;;) {
-        if (ctl_readline(&c, line, sizeof(line), now_ns() + T_IDLE) < 0) {
+        if (ctl_readline(&c, line, now_ns() + T_IDLE) < 0) {
             return -1;
         }
         if (!strcmp(line, "BYE")) {
-            ctl_printf(&c, "BYE");
-            return ok ? 0 : 1;
+            ctl_send(&c, "BYE");
+            return !ok;
         }
         r = server_test(&c, cip, line);
         if (r < 0) {
@@ -1220,7 +1188,7 @@ static int server_main(unsigned port, int once)
 {
     struct sockaddr_in peer;
     socklen_t len;
-    int lfd, cfd, r, one = 1;
+    int lfd, cfd, r;
 
     lfd = sock_open(SOCK_STREAM, port);
     if (lfd < 0) {
@@ -1230,8 +1198,7 @@ static int server_main(unsigned port, int once)
     fprintf(stderr, "nptraffic server: listening on port %u\n", port);
     for (;;) {
         len = sizeof(peer);
-        cfd = accept4(lfd, (struct sockaddr *)&peer, &len,
-                      SOCK_NONBLOCK | SOCK_CLOEXEC);
+        cfd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
         if (cfd < 0) {
             if (errno != EINTR && errno != ECONNABORTED) {
                 perror("nptraffic server: accept");
@@ -1239,7 +1206,7 @@ static int server_main(unsigned port, int once)
             }
             continue;
         }
-        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        tcp_setup(cfd);
         fprintf(stderr, "nptraffic server: session from %s:%u\n",
                 inet_ntoa(peer.sin_addr), ntohs(peer.sin_port));
         r = server_session(cfd, peer.sin_addr);
@@ -1248,7 +1215,7 @@ static int server_main(unsigned port, int once)
             fprintf(stderr, "nptraffic server: session aborted: %s\n", errbuf);
         } else {
             fprintf(stderr, "nptraffic server: session done%s\n",
-                    r ? " (some tests failed)" : "");
+                    r ? ", some tests failed" : "");
         }
         if (once) {
             close(lfd);
@@ -1264,10 +1231,10 @@ static int client_test(struct ctl *c, struct in_addr sip, const struct test *t,
                        unsigned idx, int irq)
 {
     struct result r;
-    uint64_t irq0[3], irq1[3], pk;
-    uint32_t id = (uint32_t)(now_ns() ^ getpid() * 2654435761u) + idx;
+    uint64_t irq0[3], irq1[3], npk;
+    uint32_t id = (uint32_t)(now_ns() ^ (uint64_t)getpid() << 20) + idx;
     int fd = -1, ret = -1, cport = 0, port;
-    char line[256];
+    char line[LINE];
 
     memset(&r, 0, sizeof(r));
     if (t->kind == T_UDP_RX || t->kind == T_UDP_BURST) {
@@ -1277,17 +1244,16 @@ static int client_test(struct ctl *c, struct in_addr sip, const struct test *t,
         }
         cport = sock_port(fd);
     }
-    if (ctl_printf(c, "TEST %s %u %u %u %" PRIu64 " %" PRIu64 " %d",
-                   kind_names[t->kind], id, t->size, t->secs, t->pps,
-                   t->count, cport) < 0 ||
-        ctl_readline(c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+    if (ctl_ask(c, line, T_CTL, "TEST %s %u %" PRIu64 " %" PRIu64 " %" PRIu64
+                " %" PRIu64 " %d", kind_names[t->kind], id, t->size, t->secs,
+                t->pps, t->count, cport) < 0) {
         goto out;
     }
-    if (sscanf(line, "READY %d", &port) != 1 || port < 0 || port > 65535) {
+    if (sscanf(line, "READY %d", &port) != 1 || port < 1 || port > 65535) {
         seterr("server refused: %s", line);
         goto out;
     }
-    if (t->kind == T_TCP_TX || t->kind == T_TCP_RX) {
+    if (IS_TCP(t)) {
         fd = tcp_connect(sip, port, 1, now_ns() + T_CONNECT);
     } else if (t->kind == T_UDP_TX || t->kind == T_RR_LAT) {
         fd = sock_open(SOCK_DGRAM, 0);
@@ -1302,40 +1268,21 @@ static int client_test(struct ctl *c, struct in_addr sip, const struct test *t,
         irq = 0;
         fprintf(stderr, "nptraffic: cannot read /proc/interrupts\n");
     }
-    printf("NPPHASE begin test=%s size=%u secs=%u\n", kind_names[t->kind],
-           t->size, t->secs);
+    printf("NPPHASE begin test=%s size=%" PRIu64 " secs=%" PRIu64 "\n",
+           kind_names[t->kind], t->size, t->secs);
     phase_test = kind_names[t->kind];
-    if (ctl_printf(c, "GO") < 0) {
-        goto out;
-    }
-    switch (t->kind) {
-    case T_UDP_TX:
-        ret = udp_sender(fd, c, t, id, &r);
-        break;
-    case T_UDP_RX:
-    case T_UDP_BURST:
-        ret = udp_receiver(fd, c, t, id, &r);
-        break;
-    case T_TCP_TX:
-        ret = tcp_sender(fd, c, t, &r);
-        break;
-    case T_TCP_RX:
-        ret = tcp_receiver(fd, c, t, &r);
-        break;
-    case T_RR_LAT:
-        ret = rr_client(fd, c, t, id, &r);
-        break;
-    }
-    if (ret < 0) {
+    if (ctl_send(c, "GO") < 0 || roles[t->kind][0](fd, c, t, id, &r) < 0) {
         goto out;
     }
     print_result(stdout, "NPRESULT ", t, &r);
     if (irq && read_irqs(irq1) == 0) {
-        pk = result_pkts(t, &r);
+        /* packets: udp received, rr transactions, tcp ~ bytes / MSS */
+        npk = IS_TCP(t) ? r.bytes_recv / TCP_MSS_EST :
+               t->kind == T_RR_LAT ? r.trans : r.recv;
         printf(" irq_rx=%" PRIu64 " irq_tx=%" PRIu64 " irq_other=%" PRIu64
                " irq_per_pkt=%.3f", irq1[0] - irq0[0], irq1[1] - irq0[1],
                irq1[2] - irq0[2], (double)(irq1[0] - irq0[0] + irq1[1] -
-                                           irq0[1]) / (pk ? pk : 1));
+                                           irq0[1]) / (npk ? npk : 1));
     }
     printf("\n");
     ret = test_failed(t, &r);
@@ -1352,16 +1299,13 @@ static int client_main(const char *addr, unsigned port, int irq,
                        char **specs, int ntests)
 {
     struct test *tests = calloc(ntests, sizeof(*tests));
-    struct ctl c = { -1, 0, 0, { 0 } };
+    struct ctl c = { -1, 0, { 0 } };
     struct in_addr sip;
-    char line[256];
-    int i, r, failed = 0, done = 0, ret = 2;
+    char line[LINE];
+    int i, r, failed = 0, ret = 2, proto;
 
-    if (!tests) {
-        return 1;
-    }
     for (i = 0; i < ntests; i++) {
-        if (parse_test(specs[i], &tests[i]) < 0) {
+        if (!tests || parse_test(specs[i], &tests[i]) < 0) {
             goto out;
         }
     }
@@ -1376,31 +1320,30 @@ static int client_main(const char *addr, unsigned port, int irq,
         fprintf(stderr, "nptraffic: server not reachable: %s\n", errbuf);
         goto out;
     }
-    if (ctl_printf(&c, "HELLO nptraffic %d", NPT_PROTO) < 0 ||
-        ctl_readline(&c, line, sizeof(line), now_ns() + T_CTL) < 0) {
+    if (ctl_ask(&c, line, T_CTL, "HELLO nptraffic %d", NPT_PROTO) < 0) {
         fprintf(stderr, "nptraffic: no greeting from server: %s\n", errbuf);
         goto out;
     }
-    if (strcmp(line, "HELLO nptraffic 1")) {
+    if (sscanf(line, "HELLO nptraffic %d", &proto) != 1 ||
+        proto != NPT_PROTO) {
         fprintf(stderr, "nptraffic: server says '%s'\n", line);
         goto out;
     }
-    for (; done < ntests; done++) {
-        r = client_test(&c, sip, &tests[done], done, irq);
+    for (i = 0; i < ntests; i++) {
+        r = client_test(&c, sip, &tests[i], i, irq);
         if (r < 0) {
             printf("NPERROR test=%s spec=%s msg=\"%s\"\n",
-                   kind_names[tests[done].kind], specs[done], errbuf);
-            fprintf(stderr, "nptraffic: test %s failed: %s\n", specs[done],
+                   kind_names[tests[i].kind], specs[i], errbuf);
+            fprintf(stderr, "nptraffic: test %s failed: %s\n", specs[i],
                     errbuf);
             break;
         }
         failed += r;
     }
-    if (done == ntests && (ctl_printf(&c, "BYE") < 0 ||
-        ctl_readline(&c, line, sizeof(line), now_ns() + T_CTL) < 0)) {
+    if (i == ntests && ctl_ask(&c, line, T_CTL, "BYE") < 0) {
         fprintf(stderr, "nptraffic: no BYE from server: %s\n", errbuf);
     }
-    failed += ntests - done;
+    failed += ntests - i;               /* the failed one and those not run */
     printf("NPSUMMARY tests=%d failed=%d\n", ntests, failed);
     ret = failed ? 1 : 0;
 out:
@@ -1438,7 +1381,7 @@ int main(int argc, char **argv)
 {
     const char *server = NULL;
     uint64_t port = DEFAULT_PORT;
-    int i, once = 0, irq = 0, ntests = 0, is_client;
+    int i, once = 0, irq = 0, ntests = 0, client;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1460,28 +1403,28 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    is_client = !strcmp(argv[1], "client");
+    client = !strcmp(argv[1], "client");
     for (i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc) {
             if (parse_u64(argv[++i], &port) || port < 1 || port > 65535) {
                 fprintf(stderr, "nptraffic: bad port '%s'\n", argv[i]);
                 return 2;
             }
-        } else if (is_client && !strcmp(argv[i], "--server") && i + 1 < argc) {
+        } else if (client && !strcmp(argv[i], "--server") && i + 1 < argc) {
             server = argv[++i];
-        } else if (is_client && !strcmp(argv[i], "--irq")) {
+        } else if (client && !strcmp(argv[i], "--irq")) {
             irq = 1;
-        } else if (!is_client && !strcmp(argv[i], "--once")) {
+        } else if (!client && !strcmp(argv[i], "--once")) {
             once = 1;
-        } else if (is_client && argv[i][0] != '-') {
-            argv[ntests++] = argv[i];   /* collect tests in place */
+        } else if (client && argv[i][0] != '-') {
+            argv[ntests++] = argv[i];   /* collect the tests in place */
         } else {
             fprintf(stderr, "nptraffic: bad argument '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }
     }
-    if (!is_client) {
+    if (!client) {
         return server_main(port, once);
     }
     if (!server || !ntests) {
