@@ -17,6 +17,11 @@
 #                             in load order in /lib/modules/load.order
 #   OUTDIR/nptraffic-host     nptraffic built natively (dynamically linked)
 #                             for the host side
+#   OUTDIR/vmlinux            the same kernel uncompressed, an ELF that QEMU
+#                             boots through its PVH entry point: -kernel
+#                             vmlinux instead of vmlinuz boots about 3 s
+#                             faster under TCG (not made if the kernel is not
+#                             xz-compressed or lacks CONFIG_PVH)
 #   OUTDIR/guest.info         what went in: kernel package, modules
 #
 # Cache ($NETPLANE_CACHE, default ~/.cache/netplane): the kernel .deb, and
@@ -52,25 +57,27 @@ done
 # The kernel package linux-image-amd64 (its candidate version) depends on,
 # e.g. "Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)".
 dep=$(apt-cache show --no-all-versions linux-image-amd64 2>/dev/null |
-      sed -n 's/^Depends: //p' | tr ',|' '\n\n' |
+      sed -n 's/^Depends: //p' | sed 's/[,|]/\n/g' |
       sed -n 's/^ *\(linux-image-[^ ]*\) *(= *\([^)]*\)).*/\1 \2/p' |
       head -n 1)
 pkg=${dep% *}
 ver=${dep#* }
-[ -n "$dep" ] && [ "$pkg" != "$ver" ] ||
+if [ -z "$dep" ] || [ "$pkg" = "$ver" ]; then
     die "cannot resolve the kernel package of linux-image-amd64 (is it in apt's lists? apt-get update)"
+fi
 arch=$(dpkg --print-architecture)
 debname=${pkg}_$(echo "$ver" | sed 's/:/%3a/g')_$arch.deb
 deb=$cache/$debname
 kc=$cache/${debname%.deb}
 
 # Up to date?
+newer() { [ -n "$(find "$1" -prune -newer "$2" 2>/dev/null)" ]; }
 if [ -f "$deb" ] && [ -f "$out/guest.info" ] &&
    grep -qxF "deb=$debname" "$out/guest.info"; then
     fresh=1
     for o in vmlinuz initramfs.cpio.gz nptraffic-host guest.info; do
         for i in "$init" "$src" "$self"; do
-            [ -f "$out/$o" ] && [ "$out/$o" -nt "$i" ] || fresh=0
+            newer "$out/$o" "$i" || fresh=0
         done
     done
     if [ $fresh = 1 ]; then
@@ -97,14 +104,15 @@ if [ ! -f "$deb" ]; then
     # shellcheck disable=SC2086
     (cd "$tmp/dl" && apt-get -q $sandbox download "$pkg=$ver") ||
         die "cannot download the kernel package $pkg $ver with apt-get download (Debian's archive unreachable?)"
-    got=$(ls "$tmp/dl"/*.deb 2>/dev/null | head -n 1)
+    got=$(find "$tmp/dl" -name '*.deb' | head -n 1)
     [ -n "$got" ] || die "apt-get download $pkg left no .deb"
     mv "$got" "$deb"
 fi
 
 # Take vmlinuz and the modules out of the package, unless a previous run
 # did so for the same package and module list.
-if [ ! -f "$kc/roots" ] || [ "$(cat "$kc/roots")" != "$roots" ]; then
+stamp="format=2 roots=$roots"
+if [ ! -f "$kc/stamp" ] || [ "$(cat "$kc/stamp")" != "$stamp" ]; then
     echo "guest: unpacking $debname"
     dpkg-deb -x "$deb" "$tmp/k" || die "cannot unpack $deb"
     moddir=
@@ -117,7 +125,7 @@ if [ ! -f "$kc/roots" ] || [ "$(cat "$kc/roots")" != "$roots" ]; then
     if [ ! -f "$moddir/modules.dep" ]; then
         # Debian generates modules.dep when the package is installed; do
         # it here, in the unpacked tree only.
-        depmod -b "${moddir%/lib/modules/$kver}" "$kver" ||
+        depmod -b "${moddir%/lib/modules/"$kver"}" "$kver" ||
             die "depmod failed for $kver"
     fi
 
@@ -164,7 +172,22 @@ if [ ! -f "$kc/roots" ] || [ "$(cat "$kc/roots")" != "$roots" ]; then
         esac
         echo "$name" >> "$new/modules/load.order"
     done
-    echo "$roots" > "$new/roots"
+    # The kernel proper as an ELF with a PVH entry point (CONFIG_PVH): QEMU
+    # boots it directly, skipping the bzImage's self-decompression, which
+    # takes about 3 s under TCG.  Only for xz-compressed kernels.
+    off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$new/vmlinuz" 2>/dev/null |
+          head -n 1 | cut -d: -f1)
+    if [ -n "$off" ] &&
+       tail -c +$((off + 1)) "$new/vmlinuz" |
+           xz -dc --single-stream > "$new/vmlinux" 2>/dev/null &&
+       LC_ALL=C readelf -nW "$new/vmlinux" 2>/dev/null |
+           grep -q 'Xen.*(0x00000012)'; then
+        :
+    else
+        echo "guest: note: no PVH vmlinux from $kver's vmlinuz (not xz, or no CONFIG_PVH)"
+        rm -f "$new/vmlinux"
+    fi
+    echo "$stamp" > "$new/stamp"
     rm -rf "$kc" "$tmp/k"
     mv "$new" "$kc"
 fi
@@ -221,6 +244,8 @@ find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet |
 cd /
 
 cp "$kc/vmlinuz" "$tmp/vmlinuz"
+rm -f "$out/vmlinux"
+[ ! -f "$kc/vmlinux" ] || cp "$kc/vmlinux" "$tmp/vmlinux"
 {
     echo "kernel_pkg=$pkg"
     echo "kernel_version=$ver"
@@ -228,8 +253,9 @@ cp "$kc/vmlinuz" "$tmp/vmlinuz"
     echo "kver=$kver"
     echo "modules=$names"
     echo "builtin=$builtin"
+    echo "pvh_vmlinux=$([ -f "$tmp/vmlinux" ] && echo 1 || echo 0)"
 } > "$tmp/guest.info"
-for o in nptraffic-host vmlinuz initramfs.cpio.gz guest.info; do
-    mv -f "$tmp/$o" "$out/$o"
+for o in nptraffic-host vmlinux vmlinuz initramfs.cpio.gz guest.info; do
+    [ ! -f "$tmp/$o" ] || mv -f "$tmp/$o" "$out/$o"
 done
 echo "guest: $out: kernel $kver, modules ${names:-none}${builtin:+ (built in: $builtin)}"

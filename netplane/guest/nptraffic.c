@@ -27,6 +27,7 @@
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -172,18 +173,6 @@ static int kind_lookup(const char *name)
     return -1;
 }
 
-static int parse_u64(const char *s, uint64_t *v)
-{
-    char *end;
-
-    if (*s < '0' || *s > '9') {
-        return -1;
-    }
-    errno = 0;
-    *v = strtoull(s, &end, 10);
-    return errno || *end ? -1 : 0;
-}
-
 static const char *test_invalid(const struct test *t)
 {
     if (!IS_TCP(t) && (t->size < FRAME_MIN || t->size > FRAME_MAX)) {
@@ -200,35 +189,30 @@ static const char *test_invalid(const struct test *t)
 
 static int parse_test(const char *spec, struct test *t)
 {
-    static const int nfields[] = { 3, 3, 3, 2, 2, 3 }; /* without PPS */
-    char buf[64], *f[5], *p = buf;
-    uint64_t v[4] = { 0, 0, 0, 0 };
-    const char *why = NULL;
-    int n = 0, i;
+    static const char *const syntax[] = {
+        "udp-tx:SIZE:SECS[:PPS]", "udp-rx:SIZE:SECS[:PPS]",
+        "udp-burst:SIZE:COUNT", "tcp-tx:SECS", "tcp-rx:SECS", "rr:SIZE:SECS",
+    };
+    static const int nums[] = { 2, 2, 2, 1, 1, 2 };    /* without PPS */
+    uint64_t v[3] = { 0, 0, 0 };
+    char name[16], junk;
+    const char *why = NULL, *nums_part;
+    int n;
 
     memset(t, 0, sizeof(*t));
-    snprintf(buf, sizeof(buf), "%s", spec);
-    while (p && n < 5) {
-        f[n++] = p;
-        p = strchr(p, ':');
-        if (p) {
-            *p++ = '\0';
-        }
-    }
-    t->kind = kind_lookup(f[0]);
+    n = sscanf(spec, "%15[a-z-]:%" SCNu64 ":%" SCNu64 ":%" SCNu64 "%c", name,
+               &v[0], &v[1], &v[2], &junk) - 1;
+    t->kind = n < 0 ? -1 : kind_lookup(name);
+    nums_part = spec + (t->kind < 0 ? 0 : strlen(name));
     if (t->kind < 0) {
-        why = "unknown test name";
-    } else if (n != nfields[t->kind] && (n != 4 || t->kind > T_UDP_RX)) {
-        why = "wrong number of fields";
-    }
-    for (i = 1; !why && i < n; i++) {
-        if (parse_u64(f[i], &v[i - 1]) < 0) {
-            why = "fields must be decimal numbers";
-        }
-    }
-    if (!why && IS_TCP(t)) {
+        why = "unknown test";
+    } else if (nums_part[strspn(nums_part, ":0123456789")] ||
+               spec[strlen(spec) - 1] == ':' ||
+               (n != nums[t->kind] && (n != 3 || t->kind > T_UDP_RX))) {
+        why = syntax[t->kind];
+    } else if (IS_TCP(t)) {
         t->secs = v[0];
-    } else if (!why) {
+    } else {
         t->size = v[0];
         if (t->kind == T_UDP_BURST) {
             t->count = v[1];
@@ -239,7 +223,9 @@ static int parse_test(const char *spec, struct test *t)
     }
     why = why ? why : test_invalid(t);
     if (why) {
-        fprintf(stderr, "nptraffic: bad test '%s': %s\n", spec, why);
+        fprintf(stderr, "nptraffic: bad test '%s': %s%s\n", spec,
+                t->kind >= 0 && why == syntax[t->kind] ? "expected " : "",
+                why);
         return -1;
     }
     return 0;
@@ -490,40 +476,27 @@ static int bad_message(const char *line)
 
 /* ---- payloads, checksums ---- */
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    int i;
-
-    for (i = 7; i >= 0; i--, v >>= 8) {
-        p[i] = v;
-    }
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        v = v << 8 | p[i];
-    }
-    return v;
-}
-
 static void pkt_fill(uint8_t *p, size_t len, uint32_t id, uint64_t seq)
 {
-    put_be64(p, MAGIC << 32 | id);
-    put_be64(p + 8, seq);
+    uint64_t hdr[2] = { htobe64(MAGIC << 32 | id), htobe64(seq) };
+
+    memcpy(p, hdr, HDR_LEN);
     memcpy(p + HDR_LEN, ramp + ((seq * 31) & 0xff), len - HDR_LEN);
 }
 
 static int pkt_check(const uint8_t *p, size_t len, size_t want, uint32_t id,
                      uint64_t *seq)
 {
-    if (len != want || get_be64(p) != (MAGIC << 32 | id)) {
+    uint64_t hdr[2];
+
+    if (len != want) {
         return -1;
     }
-    *seq = get_be64(p + 8);
+    memcpy(hdr, p, HDR_LEN);
+    *seq = be64toh(hdr[1]);
+    if (be64toh(hdr[0]) != (MAGIC << 32 | id)) {
+        return -1;
+    }
     return memcmp(p + HDR_LEN, ramp + ((*seq * 31) & 0xff), len - HDR_LEN)
            ? -1 : 0;
 }
@@ -552,10 +525,7 @@ static void csum_update(struct csum *s, const uint8_t *p, size_t len)
     }
     for (; len >= 8; len -= 8, p += 8) {
         memcpy(&w, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        w = __builtin_bswap64(w);
-#endif
-        csum_mix(s, w);
+        csum_mix(s, le64toh(w));
     }
     for (; len; len--) {
         s->word |= (uint64_t)*p++ << (8 * s->n++);
@@ -605,8 +575,9 @@ static void rx_account(struct rxstat *st, const uint8_t *p, size_t len)
         return;
     }
     if (seq < DUP_MAX_BITS && seq >= st->nbits) {
-        for (n = st->nbits ? st->nbits : 65536; n <= seq; n *= 2) {
-            continue;
+        n = st->nbits ? st->nbits : 65536;
+        while (n <= seq) {
+            n *= 2;
         }
         b = realloc(st->bits, n / 8);
         if (b) {
@@ -684,11 +655,13 @@ static int udp_sender(int fd, struct ctl *c, const struct test *t,
     size_t plen = payload_len(t);
     uint64_t start = now_ns(), now, want, due, next, end;
     unsigned i, k = 0;
-    int n;
+    int n, one = 1;
     char line[LINE];
 
     end = start + (t->kind == T_UDP_BURST ? T_BURST_MAX : t->secs * NS);
     mmsg_setup(plen);
+    /* without this, udp hides qdisc drops (ENOBUFS) as successful sends */
+    setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one));
     for (now = start; now < end; now = now_ns()) {
         want = t->count ? t->count - r->sent : BATCH;
         if (want == 0) {
@@ -714,8 +687,9 @@ static int udp_sender(int fd, struct ctl *c, const struct test *t,
         if (n > 0) {
             r->sent += n;
         } else if (errno != EINTR) {
-            /* ENOBUFS, EAGAIN (send timeout), ECONNREFUSED: retry */
+            /* ENOBUFS, EAGAIN (send timeout), ICMP errors: back off, retry */
             r->errors++;
+            recv(fd, pkts[0], 1, MSG_ERRQUEUE | MSG_DONTWAIT);
             if (poll_until(&p, 1, now_ns() + 200000) < 0 ||
                 ctl_check(c, p.revents) < 0) {
                 return -1;
@@ -1044,10 +1018,10 @@ static void print_result(FILE *f, const char *prefix, const struct test *t,
 static int read_irqs(uint64_t v[3])
 {
     FILE *f = fopen("/proc/interrupts", "r");
-    char *line = NULL, *p, *end;
+    char *line = NULL, *p;
     size_t cap = 0;
-    uint64_t sum;
-    int ncpu = 0, i;
+    uint64_t sum, x;
+    int ncpu = 0, i, len;
 
     v[0] = v[1] = v[2] = 0;
     if (!f) {
@@ -1063,11 +1037,11 @@ static int read_irqs(uint64_t v[3])
         if (!p) {
             continue;
         }
-        for (p++, sum = 0, i = 0; i < ncpu; i++, p = end) {
-            sum += strtoull(p, &end, 10);
-            if (end == p) {
+        for (p++, sum = 0, i = 0; i < ncpu; i++, p += len) {
+            if (sscanf(p, " %" SCNu64 "%n", &x, &len) != 1) {
                 break;
             }
+            sum += x;
         }
         if (strstr(p, "virtio")) {
             v[strstr(p, "input") ? 0 : strstr(p, "output") ? 1 : 2] += sum;
@@ -1088,14 +1062,15 @@ static int server_test(struct ctl *c, struct in_addr cip, const char *req)
     char kname[16], line[LINE];
     unsigned id;
     uint64_t cport;
-    int fd = -1, lfd = -1, ret = -1, port = 0;
+    int fd = -1, lfd = -1, ret = -1, port = 0, n;
 
     memset(&r, 0, sizeof(r));
     memset(&t, 0, sizeof(t));
-    if (sscanf(req, "TEST %15s %u %" SCNu64 " %" SCNu64 " %" SCNu64 " %"
+    n = sscanf(req, "TEST %15s %u %" SCNu64 " %" SCNu64 " %" SCNu64 " %"
                SCNu64 " %" SCNu64, kname, &id, &t.size, &t.secs, &t.pps,
-               &t.count, &cport) != 7 || (t.kind = kind_lookup(kname)) < 0 ||
-        test_invalid(&t) || cport > 65535) {
+               &t.count, &cport);
+    t.kind = n == 7 ? kind_lookup(kname) : -1;
+    if (t.kind < 0 || test_invalid(&t) || cport > 65535) {
         seterr("bad request '%s'", req);
         ctl_send(c, "ERR bad test request");
         return -1;
@@ -1382,6 +1357,7 @@ int main(int argc, char **argv)
     const char *server = NULL;
     uint64_t port = DEFAULT_PORT;
     int i, once = 0, irq = 0, ntests = 0, client;
+    char junk;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -1406,7 +1382,8 @@ int main(int argc, char **argv)
     client = !strcmp(argv[1], "client");
     for (i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc) {
-            if (parse_u64(argv[++i], &port) || port < 1 || port > 65535) {
+            if (sscanf(argv[++i], "%" SCNu64 "%c", &port, &junk) != 1 ||
+                port < 1 || port > 65535) {
                 fprintf(stderr, "nptraffic: bad port '%s'\n", argv[i]);
                 return 2;
             }

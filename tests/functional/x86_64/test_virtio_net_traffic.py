@@ -48,8 +48,8 @@ class VirtioNetTraffic(TrafficTest):
         # As fast as each side can: loss is possible, damage is not.
         self.assert_udp_intact(res['udp-tx:64'])
         self.assert_udp_intact(res['udp-rx:64'])
-        self.assert_tcp_intact(res['tcp-tx:'])
-        self.assert_tcp_intact(res['tcp-rx:'])
+        self.assert_tcp_intact(res['tcp-tx:0'])
+        self.assert_tcp_intact(res['tcp-rx:0'])
         self.assertGreater(int(res['rr:64']['trans']), 10)
         # The guest took interrupts for what it received.
         self.assertGreater(int(res['udp-rx:1400']['irq_rx']), 0)

@@ -1,0 +1,1061 @@
+/*
+ * AF_PACKET network backend
+ *
+ * Attaches a guest to any Linux network interface through an AF_PACKET
+ * socket: a TPACKET_V3 memory-mapped receive ring that absorbs bursts,
+ * batched transmission with sendmmsg(), optional virtio-net header
+ * offloads, fanout over several sockets for multiqueue, and drop counters.
+ *
+ * Copyright (c) 2026 netplane developers
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <linux/if_packet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include "clients.h"
+#include "monitor/monitor.h"
+#include "net/af-packet.h"
+#include "net/checksum.h"
+#include "net/net.h"
+#include "net/net-stats.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-net.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/iov.h"
+#include "qemu/main-loop.h"
+#include "qemu/units.h"
+#include "standard-headers/linux/virtio_net.h"
+#include "trace.h"
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+
+/* Packets handed to the peer per fd callback, so one queue cannot starve. */
+#define AF_PACKET_RX_BATCH     256
+/* Packets gathered for one sendmmsg(). */
+#define AF_PACKET_TX_BATCH     64
+#define AF_PACKET_RX_BLOCK     (256 * KiB)
+#define AF_PACKET_RX_FRAME     2048
+#define AF_PACKET_RX_RING_MIN  (1 * MiB)
+#define AF_PACKET_RX_RING_MAX  (1 * GiB)
+/*
+ * Default receive ring: 16 MiB holds about 10,000 full-size frames or
+ * about 100,000 minimum-size frames (each takes ~160 bytes of the ring).
+ */
+#define AF_PACKET_RX_RING_DEFAULT (16 * MiB)
+#define AF_PACKET_RETIRE_DEFAULT  1
+/* VLAN tag on top of the MTU and Ethernet header. */
+#define AF_PACKET_L2_OVERHEAD  (ETH_HLEN + 4)
+
+typedef struct AFPacketTxSlot {
+    struct iovec iov;
+    size_t size;
+} AFPacketTxSlot;
+
+typedef struct AFPacketLink AFPacketLink;
+
+typedef struct AFPacketState {
+    NetClientState nc;
+    int fd;
+    AioContext *ctx;
+    bool read_poll;
+    bool write_poll;
+    bool vnet_hdr;
+    bool gone;
+    unsigned int mtu;
+    NetOffloads offloads;
+
+    /* TPACKET_V3 receive ring */
+    uint8_t *ring;
+    size_t ring_size;
+    unsigned int block_size;
+    unsigned int block_nr;
+    unsigned int block_cur;
+    struct tpacket3_hdr *pkt;   /* next packet of block_cur, or NULL */
+    uint32_t pkt_left;
+
+    /* Transmit batch, flushed by tx_bh */
+    QEMUBH *tx_bh;
+    AFPacketTxSlot tx[AF_PACKET_TX_BATCH];
+    unsigned int tx_head;       /* first slot not yet sent */
+    unsigned int tx_count;      /* slots filled */
+
+    AFPacketStats stats;
+    AFPacketLink *link;         /* queue 0 only */
+} AFPacketState;
+
+/* Follows the interface through rtnetlink: link up/down, removal. */
+struct AFPacketLink {
+    int fd;
+    int ifindex;
+    char ifname[IFNAMSIZ];
+    char *netdev;
+    bool up;
+    AFPacketState *s;
+};
+
+static void af_packet_rx(void *opaque);
+static void af_packet_writable(void *opaque);
+static void af_packet_tx_flush_bh(void *opaque);
+
+static inline AFPacketState *af_packet_state(NetClientState *nc)
+{
+    assert(nc->info->type == NET_CLIENT_DRIVER_AF_PACKET);
+    return DO_UPCAST(AFPacketState, nc, nc);
+}
+
+/*
+ * The one place that registers the socket's handlers.  The backend's
+ * AioContext is the main loop's iohandler context unless it was moved with
+ * af_packet_set_aio_context().
+ *
+ * Context: the backend's AioContext
+ */
+static void af_packet_update_fd_handler(AFPacketState *s)
+{
+    aio_set_fd_handler(s->ctx, s->fd,
+                       s->read_poll && !s->gone ? af_packet_rx : NULL,
+                       s->write_poll && !s->gone ? af_packet_writable : NULL,
+                       NULL, NULL, s);
+}
+
+/* Context: the backend's AioContext */
+static void af_packet_read_poll(AFPacketState *s, bool enable)
+{
+    if (s->read_poll != enable) {
+        s->read_poll = enable;
+        af_packet_update_fd_handler(s);
+    }
+}
+
+/* Context: the backend's AioContext */
+static void af_packet_write_poll(AFPacketState *s, bool enable)
+{
+    if (s->write_poll != enable) {
+        s->write_poll = enable;
+        af_packet_update_fd_handler(s);
+    }
+}
+
+/* Context: the backend's AioContext */
+static void af_packet_poll(NetClientState *nc, bool enable)
+{
+    AFPacketState *s = af_packet_state(nc);
+
+    af_packet_read_poll(s, enable);
+    af_packet_write_poll(s, enable && s->tx_count > 0);
+}
+
+/*
+ * Move the backend's fd handlers and transmit bottom half to @ctx.  The
+ * caller makes sure that nothing runs in the old context meanwhile.
+ *
+ * Context: BQL held
+ */
+void af_packet_set_aio_context(NetClientState *nc, AioContext *ctx)
+{
+    AFPacketState *s = af_packet_state(nc);
+
+    aio_set_fd_handler(s->ctx, s->fd, NULL, NULL, NULL, NULL, NULL);
+    qemu_bh_delete(s->tx_bh);
+    s->ctx = ctx;
+    s->tx_bh = aio_bh_new(ctx, af_packet_tx_flush_bh, s);
+    af_packet_update_fd_handler(s);
+    if (s->tx_count) {
+        qemu_bh_schedule(s->tx_bh);
+    }
+}
+
+/* ---- statistics ---- */
+
+/*
+ * PACKET_STATISTICS counts since its last read: accumulate.
+ *
+ * Context: any; s->stats is only written from the backend's AioContext
+ * and from here with the BQL held while that context is quiescent.
+ */
+static void af_packet_update_kernel_stats(AFPacketState *s)
+{
+    struct tpacket_stats_v3 st = { 0 };
+    socklen_t len = sizeof(st);
+
+    if (s->fd >= 0 &&
+        getsockopt(s->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+        s->stats.rx_dropped += st.tp_drops;
+        s->stats.rx_ring_full += st.tp_freeze_q_cnt;
+    }
+}
+
+/* Context: BQL held */
+void af_packet_get_stats(NetClientState *nc, AFPacketStats *stats)
+{
+    AFPacketState *s = af_packet_state(nc);
+
+    af_packet_update_kernel_stats(s);
+    *stats = s->stats;
+}
+
+/* ---- receive: interface -> guest ---- */
+
+static inline struct tpacket_block_desc *af_packet_block(AFPacketState *s,
+                                                         unsigned int i)
+{
+    return (struct tpacket_block_desc *)(s->ring + (size_t)i * s->block_size);
+}
+
+/* Give the current block back to the kernel.  Context: backend */
+static void af_packet_release_block(AFPacketState *s)
+{
+    struct tpacket_block_desc *b = af_packet_block(s, s->block_cur);
+
+    qatomic_store_release(&b->hdr.bh1.block_status, TP_STATUS_KERNEL);
+    s->block_cur = (s->block_cur + 1) % s->block_nr;
+    s->pkt = NULL;
+    s->pkt_left = 0;
+}
+
+/* Move to the next packet of the current block.  Context: backend */
+static void af_packet_next_pkt(AFPacketState *s)
+{
+    if (--s->pkt_left) {
+        s->pkt = (struct tpacket3_hdr *)((uint8_t *)s->pkt +
+                                         s->pkt->tp_next_offset);
+    } else {
+        af_packet_release_block(s);
+    }
+}
+
+/*
+ * Find the next packet, taking a new block from the kernel if the current
+ * one is used up.  Returns false when the kernel has nothing for us.
+ *
+ * Context: backend
+ */
+static bool af_packet_ready(AFPacketState *s)
+{
+    struct tpacket_block_desc *b;
+
+    while (!s->pkt) {
+        b = af_packet_block(s, s->block_cur);
+        if (!(qatomic_load_acquire(&b->hdr.bh1.block_status) &
+              TP_STATUS_USER)) {
+            return false;
+        }
+        if (b->hdr.bh1.num_pkts == 0) {
+            af_packet_release_block(s);
+            continue;
+        }
+        s->pkt = (struct tpacket3_hdr *)((uint8_t *)b +
+                                         b->hdr.bh1.offset_to_first_pkt);
+        s->pkt_left = b->hdr.bh1.num_pkts;
+    }
+    return true;
+}
+
+/*
+ * Whether the guest can take @h: frames the ring truncated, frames above
+ * the MTU that the kernel did not describe as GSO, and GSO frames the guest
+ * did not negotiate are dropped and counted, never delivered cut short.
+ *
+ * Context: backend
+ */
+static bool af_packet_rx_acceptable(AFPacketState *s, struct tpacket3_hdr *h)
+{
+    uint8_t gso = VIRTIO_NET_HDR_GSO_NONE;
+
+    if (h->tp_snaplen < h->tp_len) {
+        s->stats.rx_truncated++;
+        trace_af_packet_rx_drop(s->nc.name, "truncated", h->tp_len);
+        return false;
+    }
+    if (s->vnet_hdr) {
+        const struct virtio_net_hdr *vh = (const void *)
+            ((uint8_t *)h + h->tp_mac - sizeof(struct virtio_net_hdr));
+        gso = vh->gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
+    }
+    if (gso == VIRTIO_NET_HDR_GSO_NONE) {
+        if (h->tp_len > s->mtu + AF_PACKET_L2_OVERHEAD) {
+            s->stats.rx_oversize++;
+            trace_af_packet_rx_drop(s->nc.name, "oversize", h->tp_len);
+            return false;
+        }
+        return true;
+    }
+    if ((gso == VIRTIO_NET_HDR_GSO_TCPV4 && !s->offloads.tso4) ||
+        (gso == VIRTIO_NET_HDR_GSO_TCPV6 && !s->offloads.tso6) ||
+        (gso == VIRTIO_NET_HDR_GSO_UDP && !s->offloads.ufo) ||
+        (gso == VIRTIO_NET_HDR_GSO_UDP_L4 &&
+         !(s->offloads.uso4 && s->offloads.uso6))) {
+        s->stats.rx_oversize++;
+        trace_af_packet_rx_drop(s->nc.name, "gso-refused", h->tp_len);
+        return false;
+    }
+    return true;
+}
+
+/* The peer took a queued packet: resume reading.  Context: backend */
+static void af_packet_rx_done(NetClientState *nc, ssize_t len)
+{
+    AFPacketState *s = af_packet_state(nc);
+
+    af_packet_read_poll(s, true);
+    af_packet_rx(s);
+}
+
+/*
+ * A pending socket error (interface down or gone) makes the fd readable
+ * with nothing in the ring; reading SO_ERROR clears it.
+ *
+ * Context: backend
+ */
+static void af_packet_clear_error(AFPacketState *s)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
+        trace_af_packet_socket_error(s->nc.name, err);
+    }
+}
+
+/*
+ * Hand ready frames to the peer, at most AF_PACKET_RX_BATCH per call.
+ * When the peer queues one (it cannot take more), stop reading until
+ * af_packet_rx_done().
+ *
+ * Context: backend
+ */
+static void af_packet_rx(void *opaque)
+{
+    AFPacketState *s = opaque;
+    unsigned int n = 0;
+    size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
+
+    while (n < AF_PACKET_RX_BATCH && s->read_poll && af_packet_ready(s)) {
+        struct tpacket3_hdr *h = s->pkt;
+        uint8_t *frame = (uint8_t *)h + h->tp_mac;
+        struct iovec iov;
+        ssize_t sent;
+
+        n++;
+        if (!af_packet_rx_acceptable(s, h)) {
+            af_packet_next_pkt(s);
+            continue;
+        }
+        if (!s->vnet_hdr && (h->tp_status & TP_STATUS_CSUMNOTREADY)) {
+            /* A locally generated frame with a partial checksum. */
+            net_checksum_calculate(frame, h->tp_snaplen, CSUM_TCP | CSUM_UDP);
+        }
+        iov.iov_base = frame - hdr_len;
+        iov.iov_len = h->tp_snaplen + hdr_len;
+        s->stats.rx_packets++;
+        s->stats.rx_bytes += h->tp_snaplen;
+        sent = qemu_sendv_packet_async(&s->nc, &iov, 1, af_packet_rx_done);
+        /* A queued packet was copied: the ring slot can go back either way. */
+        af_packet_next_pkt(s);
+        if (sent == 0) {
+            s->stats.rx_peer_full++;
+            af_packet_read_poll(s, false);
+            break;
+        }
+    }
+    if (n == 0 && s->read_poll) {
+        af_packet_clear_error(s);
+    }
+}
+
+/* ---- transmit: guest -> interface ---- */
+
+/* Context: backend */
+static void af_packet_tx_free(AFPacketState *s, unsigned int i)
+{
+    g_free(s->tx[i].iov.iov_base);
+    s->tx[i].iov.iov_base = NULL;
+}
+
+/*
+ * Send the gathered batch with sendmmsg().  What the socket cannot take
+ * now stays queued and write polling resumes; a frame the kernel refuses
+ * is dropped and counted.
+ *
+ * Context: backend
+ */
+static void af_packet_tx_flush(AFPacketState *s)
+{
+    struct mmsghdr msgs[AF_PACKET_TX_BATCH];
+    unsigned int i, n;
+    int ret;
+
+    while (s->tx_count) {
+        n = s->tx_count;
+        memset(msgs, 0, sizeof(msgs[0]) * n);
+        for (i = 0; i < n; i++) {
+            msgs[i].msg_hdr.msg_iov = &s->tx[s->tx_head + i].iov;
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        ret = RETRY_ON_EINTR(sendmmsg(s->fd, msgs, n, MSG_DONTWAIT));
+        if (ret < 0) {
+            if (errno == EAGAIN || errno == ENOBUFS) {
+                s->stats.tx_busy++;
+                af_packet_write_poll(s, true);
+                return;
+            }
+            /* The first frame was refused: drop it, go on with the rest. */
+            s->stats.tx_errors++;
+            trace_af_packet_tx_error(s->nc.name, errno);
+            ret = 1;
+        } else {
+            for (i = 0; i < ret; i++) {
+                s->stats.tx_packets++;
+                s->stats.tx_bytes += s->tx[s->tx_head + i].size;
+            }
+        }
+        for (i = 0; i < ret; i++) {
+            af_packet_tx_free(s, s->tx_head + i);
+        }
+        s->tx_head += ret;
+        s->tx_count -= ret;
+    }
+    s->tx_head = 0;
+    af_packet_write_poll(s, false);
+    /* Room again: take what the peer queued while we were full. */
+    qemu_flush_queued_packets(&s->nc);
+}
+
+/* Context: backend */
+static void af_packet_tx_flush_bh(void *opaque)
+{
+    af_packet_tx_flush(opaque);
+}
+
+/* Context: backend */
+static void af_packet_writable(void *opaque)
+{
+    af_packet_tx_flush(opaque);
+}
+
+/*
+ * Take one frame from the peer into the batch; it leaves with the others
+ * when the bottom half runs, after the peer's current flush.  Returns 0
+ * (the peer queues the frame and waits for qemu_flush_queued_packets())
+ * while the batch is full and still waiting for the socket.
+ *
+ * Context: backend
+ */
+static ssize_t af_packet_receive_iov(NetClientState *nc,
+                                     const struct iovec *iov, int iovcnt)
+{
+    AFPacketState *s = af_packet_state(nc);
+    size_t size = iov_size(iov, iovcnt);
+    size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
+    unsigned int slot;
+
+    if (s->gone) {
+        s->stats.tx_errors++;
+        return size;
+    }
+    if (size < hdr_len + ETH_HLEN) {
+        s->stats.tx_errors++;
+        trace_af_packet_tx_error(s->nc.name, EINVAL);
+        return size;
+    }
+    if (s->tx_head + s->tx_count == AF_PACKET_TX_BATCH) {
+        if (s->write_poll) {
+            return 0;
+        }
+        af_packet_tx_flush(s);
+        if (s->tx_head + s->tx_count == AF_PACKET_TX_BATCH) {
+            return 0;
+        }
+    }
+    slot = s->tx_head + s->tx_count++;
+    s->tx[slot].iov.iov_base = g_malloc(size);
+    s->tx[slot].iov.iov_len = size;
+    s->tx[slot].size = size - hdr_len;
+    iov_to_buf(iov, iovcnt, 0, s->tx[slot].iov.iov_base, size);
+    if (s->tx_count == 1) {
+        qemu_bh_schedule(s->tx_bh);
+    }
+    return size;
+}
+
+/* ---- offloads ---- */
+
+static bool af_packet_has_vnet_hdr(NetClientState *nc)
+{
+    return af_packet_state(nc)->vnet_hdr;
+}
+
+static bool af_packet_has_vnet_hdr_len(NetClientState *nc, int len)
+{
+    /* PACKET_VNET_HDR is struct virtio_net_hdr, nothing longer. */
+    return af_packet_state(nc)->vnet_hdr &&
+           len == sizeof(struct virtio_net_hdr);
+}
+
+static void af_packet_set_vnet_hdr_len(NetClientState *nc, int len)
+{
+    assert(len == sizeof(struct virtio_net_hdr));
+}
+
+/* What the guest accepts, so that GSO frames it did not ask for are not
+ * delivered.  Context: BQL held */
+static void af_packet_set_offload(NetClientState *nc, const NetOffloads *ol)
+{
+    af_packet_state(nc)->offloads = *ol;
+}
+
+/* ---- link state ---- */
+
+/* Context: main loop, BQL held */
+static void af_packet_link_set(AFPacketLink *l, bool up)
+{
+    Error *err = NULL;
+
+    if (l->up == up) {
+        return;
+    }
+    l->up = up;
+    trace_af_packet_link(l->netdev, l->ifname, up);
+    qmp_set_link(l->netdev, up, &err);
+    if (err) {
+        warn_report_err(err);
+    }
+}
+
+/* The interface is gone: say so once, go link-down, stop the queues. */
+static void af_packet_link_gone(AFPacketLink *l)
+{
+    NetClientState *ncs[MAX_QUEUE_NUM];
+    int i, n;
+
+    error_report("af-packet: netdev '%s': interface %s disappeared; "
+                 "the link stays down", l->netdev, l->ifname);
+    af_packet_link_set(l, false);
+    n = qemu_find_net_clients_except(l->netdev, ncs,
+                                     NET_CLIENT_DRIVER_NIC, MAX_QUEUE_NUM);
+    for (i = 0; i < n; i++) {
+        AFPacketState *s = af_packet_state(ncs[i]);
+
+        s->gone = true;
+        af_packet_update_fd_handler(s);
+    }
+    qemu_set_fd_handler(l->fd, NULL, NULL, NULL);
+}
+
+/* rtnetlink messages about links.  Context: main loop, BQL held */
+static void af_packet_link_read(void *opaque)
+{
+    AFPacketLink *l = opaque;
+    char buf[8192] QEMU_ALIGNED(4);
+    ssize_t len;
+
+    while ((len = recv(l->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+        struct nlmsghdr *nh;
+
+        for (nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, len);
+             nh = NLMSG_NEXT(nh, len)) {
+            struct ifinfomsg *ifi = NLMSG_DATA(nh);
+
+            if ((nh->nlmsg_type != RTM_NEWLINK &&
+                 nh->nlmsg_type != RTM_DELLINK) ||
+                nh->nlmsg_len < NLMSG_LENGTH(sizeof(*ifi)) ||
+                ifi->ifi_index != l->ifindex) {
+                continue;
+            }
+            if (nh->nlmsg_type == RTM_DELLINK) {
+                af_packet_link_gone(l);
+                return;
+            }
+            af_packet_link_set(l, (ifi->ifi_flags & IFF_UP) &&
+                                  (ifi->ifi_flags & IFF_RUNNING));
+        }
+    }
+}
+
+static void af_packet_link_free(AFPacketLink *l)
+{
+    if (!l) {
+        return;
+    }
+    if (l->fd >= 0) {
+        qemu_set_fd_handler(l->fd, NULL, NULL, NULL);
+        close(l->fd);
+    }
+    g_free(l->netdev);
+    g_free(l);
+}
+
+/* Context: BQL held */
+static AFPacketLink *af_packet_link_new(const char *netdev, int ifindex,
+                                        const char *ifname, bool up,
+                                        Error **errp)
+{
+    struct sockaddr_nl sa = {
+        .nl_family = AF_NETLINK,
+        .nl_groups = RTMGRP_LINK,
+    };
+    AFPacketLink *l = g_new0(AFPacketLink, 1);
+
+    l->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                   NETLINK_ROUTE);
+    if (l->fd < 0 || bind(l->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        error_setg_errno(errp, errno, "af-packet: cannot follow the link "
+                         "state of %s (rtnetlink)", ifname);
+        af_packet_link_free(l);
+        return NULL;
+    }
+    l->ifindex = ifindex;
+    pstrcpy(l->ifname, sizeof(l->ifname), ifname);
+    l->netdev = g_strdup(netdev);
+    l->up = up;
+    qemu_set_fd_handler(l->fd, af_packet_link_read, NULL, l);
+    return l;
+}
+
+/* ---- setup and teardown ---- */
+
+static void af_packet_cleanup(NetClientState *nc)
+{
+    AFPacketState *s = af_packet_state(nc);
+    unsigned int i;
+
+    qemu_purge_queued_packets(nc);
+    if (s->fd >= 0) {
+        aio_set_fd_handler(s->ctx, s->fd, NULL, NULL, NULL, NULL, NULL);
+    }
+    if (s->tx_bh) {
+        qemu_bh_delete(s->tx_bh);
+        s->tx_bh = NULL;
+    }
+    for (i = 0; i < AF_PACKET_TX_BATCH; i++) {
+        af_packet_tx_free(s, i);
+    }
+    if (s->ring) {
+        munmap(s->ring, s->ring_size);
+        s->ring = NULL;
+    }
+    /* Closing the socket also drops its promiscuous membership. */
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    af_packet_link_free(s->link);
+    s->link = NULL;
+}
+
+/* Counters for query-stats and "info network".  Context: BQL held */
+static void af_packet_net_stats(NetClientState *nc, NetStatsBuilder *b)
+{
+    AFPacketStats st;
+
+    af_packet_get_stats(nc, &st);
+    net_stats_add(b, "rx-packets", st.rx_packets);
+    net_stats_add(b, "rx-bytes", st.rx_bytes);
+    net_stats_add(b, "rx-dropped", st.rx_dropped);
+    net_stats_add(b, "rx-ring-full", st.rx_ring_full);
+    net_stats_add(b, "rx-truncated", st.rx_truncated);
+    net_stats_add(b, "rx-oversize", st.rx_oversize);
+    net_stats_add(b, "rx-peer-full", st.rx_peer_full);
+    net_stats_add(b, "tx-packets", st.tx_packets);
+    net_stats_add(b, "tx-bytes", st.tx_bytes);
+    net_stats_add(b, "tx-errors", st.tx_errors);
+    net_stats_add(b, "tx-busy", st.tx_busy);
+}
+
+static NetClientInfo net_af_packet_info = {
+    .type = NET_CLIENT_DRIVER_AF_PACKET,
+    .size = sizeof(AFPacketState),
+    .receive_iov = af_packet_receive_iov,
+    .poll = af_packet_poll,
+    .cleanup = af_packet_cleanup,
+    .has_vnet_hdr = af_packet_has_vnet_hdr,
+    .has_vnet_hdr_len = af_packet_has_vnet_hdr_len,
+    .set_vnet_hdr_len = af_packet_set_vnet_hdr_len,
+    .set_offload = af_packet_set_offload,
+    .get_stats = af_packet_net_stats,
+};
+
+static bool af_packet_setsockopt(int fd, int opt, int val, const char *what,
+                                 Error **errp)
+{
+    if (setsockopt(fd, SOL_PACKET, opt, &val, sizeof(val)) < 0) {
+        error_setg_errno(errp, errno, "af-packet: cannot set %s", what);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Set up the receive ring of @s->fd and map it.
+ */
+static bool af_packet_setup_ring(AFPacketState *s, uint64_t ring_size,
+                                 uint32_t retire_ms, Error **errp)
+{
+    struct tpacket_req3 req = { 0 };
+
+    s->block_size = AF_PACKET_RX_BLOCK;
+    s->block_nr = ring_size / s->block_size;
+    req.tp_block_size = s->block_size;
+    req.tp_block_nr = s->block_nr;
+    req.tp_frame_size = AF_PACKET_RX_FRAME;
+    req.tp_frame_nr = s->block_size / AF_PACKET_RX_FRAME * s->block_nr;
+    req.tp_retire_blk_tov = retire_ms;
+
+    if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req))) {
+        error_setg_errno(errp, errno, "af-packet: cannot set up a %" PRIu64
+                         "-byte receive ring (rx-ring-size)", ring_size);
+        return false;
+    }
+    s->ring_size = (size_t)s->block_size * s->block_nr;
+    s->ring = mmap(NULL, s->ring_size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_LOCKED | MAP_POPULATE, s->fd, 0);
+    if (s->ring == MAP_FAILED) {
+        /* MAP_LOCKED can fail on RLIMIT_MEMLOCK: it is only a preference. */
+        s->ring = mmap(NULL, s->ring_size, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_POPULATE, s->fd, 0);
+    }
+    if (s->ring == MAP_FAILED) {
+        s->ring = NULL;
+        error_setg_errno(errp, errno, "af-packet: cannot map the receive ring");
+        return false;
+    }
+    return true;
+}
+
+/* Checks that a passed fd is what we need.  Context: BQL held */
+static bool af_packet_check_fd(int fd, const char *name, Error **errp)
+{
+    int domain = 0, type = 0;
+    socklen_t len = sizeof(int);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+        domain != AF_PACKET) {
+        error_setg(errp, "af-packet: %s is not an AF_PACKET socket", name);
+        return false;
+    }
+    len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        type != SOCK_RAW) {
+        error_setg(errp, "af-packet: %s is not a SOCK_RAW packet socket "
+                   "(cooked SOCK_DGRAM sockets cannot carry Ethernet frames)",
+                   name);
+        return false;
+    }
+    return true;
+}
+
+typedef struct AFPacketConfig {
+    const NetdevAFPacketOptions *opts;
+    int ifindex;
+    char ifname[IFNAMSIZ];
+    unsigned int mtu;
+    int fanout_id;
+    uint64_t ring_size;
+    uint32_t retire_ms;
+} AFPacketConfig;
+
+/*
+ * Configure one queue's socket: version, vnet header, ring, bind,
+ * promiscuous membership, fanout.
+ */
+static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
+                                  int queues, Error **errp)
+{
+    const NetdevAFPacketOptions *opts = c->opts;
+    struct sockaddr_ll sll = {
+        .sll_family = AF_PACKET,
+        .sll_protocol = htons(ETH_P_ALL),
+        .sll_ifindex = c->ifindex,
+    };
+
+    if (!af_packet_setsockopt(s->fd, PACKET_VERSION, TPACKET_V3,
+                              "TPACKET_V3", errp)) {
+        return false;
+    }
+    if (s->vnet_hdr &&
+        !af_packet_setsockopt(s->fd, PACKET_VNET_HDR, 1, "vnet-hdr", errp)) {
+        return false;
+    }
+    if (!af_packet_setsockopt(s->fd, PACKET_IGNORE_OUTGOING, 1,
+                              "PACKET_IGNORE_OUTGOING", errp)) {
+        return false;
+    }
+    if (opts->has_qdisc_bypass && opts->qdisc_bypass &&
+        !af_packet_setsockopt(s->fd, PACKET_QDISC_BYPASS, 1, "qdisc-bypass",
+                              errp)) {
+        return false;
+    }
+    if (!af_packet_setup_ring(s, c->ring_size, c->retire_ms, errp)) {
+        return false;
+    }
+    if (bind(s->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+        error_setg_errno(errp, errno, "af-packet: cannot bind to %s",
+                         c->ifname);
+        return false;
+    }
+    if (!opts->has_promisc || opts->promisc) {
+        struct packet_mreq mr = {
+            .mr_ifindex = c->ifindex,
+            .mr_type = PACKET_MR_PROMISC,
+        };
+
+        if (setsockopt(s->fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr,
+                       sizeof(mr)) < 0) {
+            error_setg_errno(errp, errno, "af-packet: cannot make %s "
+                             "promiscuous (promisc=on)", c->ifname);
+            return false;
+        }
+    }
+    if (queues > 1 &&
+        !af_packet_setsockopt(s->fd, PACKET_FANOUT,
+                              c->fanout_id |
+                              ((PACKET_FANOUT_HASH |
+                                PACKET_FANOUT_FLAG_DEFRAG) << 16),
+                              "PACKET_FANOUT (queues)", errp)) {
+        return false;
+    }
+    return true;
+}
+
+static int *af_packet_parse_fds(const NetdevAFPacketOptions *opts,
+                                int64_t *queues, Error **errp)
+{
+    g_auto(GStrv) names = NULL;
+    g_autofree int *fds = NULL;
+    int64_t i, n;
+
+    if (opts->fd) {
+        names = g_strsplit(opts->fd, ":", 2);
+        n = 1;
+        if (names[1]) {
+            error_setg(errp, "af-packet: fd takes one descriptor; "
+                       "use fds for several queues");
+            return NULL;
+        }
+    } else {
+        names = g_strsplit(opts->fds, ":", -1);
+        n = g_strv_length(names);
+    }
+    if (opts->has_queues && opts->queues != n) {
+        error_setg(errp, "af-packet: queues=%" PRIi64 " but %" PRIi64
+                   " descriptor(s) passed", opts->queues, n);
+        return NULL;
+    }
+    fds = g_new(int, n);
+    for (i = 0; i < n; i++) {
+        fds[i] = monitor_fd_param(monitor_cur(), names[i], errp);
+        if (fds[i] < 0) {
+            for (; i > 0; i--) {
+                close(fds[i - 1]);
+            }
+            return NULL;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (!af_packet_check_fd(fds[i], names[i], errp)) {
+            for (i = 0; i < n; i++) {
+                close(fds[i]);
+            }
+            return NULL;
+        }
+    }
+    *queues = n;
+    return g_steal_pointer(&fds);
+}
+
+/* Find the interface: by name, or the one a passed socket is bound to. */
+static bool af_packet_resolve_if(AFPacketConfig *c, int fd, Error **errp)
+{
+    const NetdevAFPacketOptions *opts = c->opts;
+    struct ifreq ifr = { 0 };
+    int sock;
+
+    if (opts->ifname) {
+        if (strlen(opts->ifname) >= IFNAMSIZ) {
+            error_setg(errp, "af-packet: ifname '%s' is too long",
+                       opts->ifname);
+            return false;
+        }
+        c->ifindex = if_nametoindex(opts->ifname);
+        if (!c->ifindex) {
+            error_setg_errno(errp, errno, "af-packet: no interface '%s' "
+                             "(ifname)", opts->ifname);
+            return false;
+        }
+        pstrcpy(c->ifname, sizeof(c->ifname), opts->ifname);
+    } else {
+        struct sockaddr_ll sll = { 0 };
+        socklen_t len = sizeof(sll);
+
+        if (getsockname(fd, (struct sockaddr *)&sll, &len) < 0 ||
+            sll.sll_ifindex <= 0) {
+            error_setg(errp, "af-packet: the passed socket is not bound to "
+                       "an interface; give ifname too");
+            return false;
+        }
+        c->ifindex = sll.sll_ifindex;
+        if (!if_indextoname(c->ifindex, c->ifname)) {
+            error_setg_errno(errp, errno, "af-packet: no interface with "
+                             "index %d", c->ifindex);
+            return false;
+        }
+    }
+
+    pstrcpy(ifr.ifr_name, sizeof(ifr.ifr_name), c->ifname);
+    sock = fd >= 0 ? fd : socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0 || ioctl(sock, SIOCGIFMTU, &ifr) < 0) {
+        error_setg_errno(errp, errno, "af-packet: cannot read the MTU of %s",
+                         c->ifname);
+        if (sock >= 0 && sock != fd) {
+            close(sock);
+        }
+        return false;
+    }
+    c->mtu = ifr.ifr_mtu;
+    if (sock != fd) {
+        close(sock);
+    }
+    return true;
+}
+
+static bool af_packet_if_up(const char *ifname)
+{
+    struct ifreq ifr = { 0 };
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    bool up = true;
+
+    pstrcpy(ifr.ifr_name, sizeof(ifr.ifr_name), ifname);
+    if (sock >= 0 && ioctl(sock, SIOCGIFFLAGS, &ifr) == 0) {
+        up = (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
+    }
+    if (sock >= 0) {
+        close(sock);
+    }
+    return up;
+}
+
+/*
+ * -netdev af-packet,id=str,ifname=name|fd=h|fds=h:h...
+ *
+ * Context: BQL held
+ */
+int net_init_af_packet(const Netdev *netdev, const char *name,
+                       NetClientState *peer, Error **errp)
+{
+    const NetdevAFPacketOptions *opts = &netdev->u.af_packet;
+    AFPacketConfig c = { .opts = opts };
+    g_autofree int *fds = NULL;
+    NetClientState *nc, *nc0 = NULL;
+    int64_t queues, i;
+    AFPacketState *s;
+
+    if (!opts->ifname && !opts->fd && !opts->fds) {
+        error_setg(errp, "af-packet: ifname is required (or fd/fds with a "
+                   "socket opened for QEMU)");
+        return -1;
+    }
+    if (opts->fd && opts->fds) {
+        error_setg(errp, "af-packet: fd and fds are mutually exclusive");
+        return -1;
+    }
+    queues = opts->has_queues ? opts->queues : 1;
+    if (queues < 1 || queues > MAX_QUEUE_NUM) {
+        error_setg(errp, "af-packet: queues must be between 1 and %d",
+                   MAX_QUEUE_NUM);
+        return -1;
+    }
+    c.ring_size = opts->has_rx_ring_size ? opts->rx_ring_size
+                                         : AF_PACKET_RX_RING_DEFAULT;
+    if (c.ring_size < AF_PACKET_RX_RING_MIN ||
+        c.ring_size > AF_PACKET_RX_RING_MAX ||
+        c.ring_size % AF_PACKET_RX_BLOCK) {
+        error_setg(errp, "af-packet: rx-ring-size must be a multiple of "
+                   "%d KiB between 1 MiB and 1 GiB", (int)(AF_PACKET_RX_BLOCK / KiB));
+        return -1;
+    }
+    c.retire_ms = opts->has_rx_retire_timeout ? opts->rx_retire_timeout
+                                              : AF_PACKET_RETIRE_DEFAULT;
+    if (c.retire_ms < 1 || c.retire_ms > 1000) {
+        error_setg(errp, "af-packet: rx-retire-timeout must be between 1 "
+                   "and 1000 milliseconds");
+        return -1;
+    }
+
+    if (opts->fd || opts->fds) {
+        fds = af_packet_parse_fds(opts, &queues, errp);
+        if (!fds) {
+            return -1;
+        }
+    }
+    if (!af_packet_resolve_if(&c, fds ? fds[0] : -1, errp)) {
+        goto fail_fds;
+    }
+    c.fanout_id = (getpid() ^ g_str_hash(name)) & 0xffff;
+
+    for (i = 0; i < queues; i++) {
+        nc = qemu_new_net_client(&net_af_packet_info, peer, "af-packet",
+                                 name);
+        s = af_packet_state(nc);
+        s->ctx = iohandler_get_aio_context();
+        s->tx_bh = aio_bh_new(s->ctx, af_packet_tx_flush_bh, s);
+        s->mtu = c.mtu;
+        s->vnet_hdr = opts->has_vnet_hdr && opts->vnet_hdr;
+        if (fds) {
+            s->fd = fds[i];
+            fds[i] = -1;
+        } else {
+            s->fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+            if (s->fd < 0) {
+                error_setg_errno(errp, errno, "af-packet: cannot open an "
+                                 "AF_PACKET socket (QEMU needs CAP_NET_RAW, "
+                                 "or pass one with fd=)");
+                goto fail;
+            }
+        }
+        if (!qemu_set_blocking(s->fd, false, errp) ||
+            !af_packet_setup_queue(s, &c, queues, errp)) {
+            goto fail;
+        }
+        qemu_set_info_str(nc, "ifname=%s,queue=%" PRIi64 ",rx-ring-size=%"
+                          PRIu64 ",vnet-hdr=%s", c.ifname, i, c.ring_size,
+                          s->vnet_hdr ? "on" : "off");
+        if (!nc0) {
+            nc0 = nc;
+        }
+        af_packet_poll(nc, true);
+    }
+
+    s = af_packet_state(nc0);
+    s->link = af_packet_link_new(name, c.ifindex, c.ifname,
+                                 af_packet_if_up(c.ifname), errp);
+    if (!s->link) {
+        goto fail;
+    }
+    net_stats_register();
+    return 0;
+
+fail:
+    if (nc0) {
+        qemu_del_net_client(nc0);
+    }
+fail_fds:
+    if (fds) {
+        for (i = 0; i < queues; i++) {
+            if (fds[i] >= 0) {
+                close(fds[i]);
+            }
+        }
+    }
+    return -1;
+}

@@ -1,0 +1,165 @@
+/*
+ * Statistics of network clients: query-stats provider "net", target
+ * "netdev", and the counters line of "info network".
+ *
+ * Every net client whose NetClientInfo has get_stats() is a query-stats
+ * result: "netdev" names it, "queue" is its queue index, and its counters
+ * are cumulative scalars.
+ *
+ * Copyright (c) 2026 netplane developers
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "net/net-stats.h"
+#include "qapi/qapi-types-stats.h"
+#include "system/stats.h"
+
+struct NetStatsBuilder {
+    strList *names;         /* only these counters, if not NULL */
+    StatsList *stats;       /* query-stats result, or */
+    StatsSchemaValueList *schema;   /* query-stats-schemas result, or */
+    GString *text;          /* "info network" text */
+};
+
+static bool net_stats_wanted(strList *list, const char *name)
+{
+    if (!list) {
+        return true;
+    }
+    for (; list; list = list->next) {
+        if (g_str_equal(list->value, name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void net_stats_add(NetStatsBuilder *b, const char *name, uint64_t value)
+{
+    if (!net_stats_wanted(b->names, name)) {
+        return;
+    }
+    if (b->text) {
+        g_string_append_printf(b->text, "%s%s=%" PRIu64,
+                               b->text->len ? "," : "", name, value);
+    } else if (b->schema) {
+        StatsSchemaValueList *l;
+        StatsSchemaValue *v;
+
+        for (l = b->schema; l; l = l->next) {
+            if (g_str_equal(l->value->name, name)) {
+                return;
+            }
+        }
+        v = g_new0(StatsSchemaValue, 1);
+        v->name = g_strdup(name);
+        v->type = STATS_TYPE_CUMULATIVE;
+        QAPI_LIST_PREPEND(b->schema, v);
+    } else {
+        Stats *s = g_new0(Stats, 1);
+
+        s->name = g_strdup(name);
+        s->value = g_new0(StatsValue, 1);
+        s->value->type = QTYPE_QNUM;
+        s->value->u.scalar = value;
+        QAPI_LIST_PREPEND(b->stats, s);
+    }
+}
+
+bool net_stats_format(NetClientState *nc, GString *buf)
+{
+    NetStatsBuilder b = { .text = buf };
+
+    if (!nc->info->get_stats) {
+        return false;
+    }
+    nc->info->get_stats(nc, &b);
+    return true;
+}
+
+typedef struct NetStatsQuery {
+    StatsResultList **results;
+    strList *names;
+    strList *targets;
+    NetStatsBuilder schema;
+} NetStatsQuery;
+
+static void net_stats_one(NetClientState *nc, void *opaque)
+{
+    NetStatsQuery *q = opaque;
+    NetStatsBuilder b = { .names = q->names };
+    StatsResult *r;
+
+    if (!nc->info->get_stats) {
+        return;
+    }
+    if (!q->results) {
+        nc->info->get_stats(nc, &q->schema);
+        return;
+    }
+    if (!net_stats_wanted(q->targets, nc->name)) {
+        return;
+    }
+    nc->info->get_stats(nc, &b);
+    r = g_new0(StatsResult, 1);
+    r->provider = STATS_PROVIDER_NET;
+    r->netdev = g_strdup(nc->name);
+    r->has_queue = true;
+    r->queue = nc->queue_index;
+    /* Counters in the order the client reported them. */
+    while (b.stats) {
+        StatsList *next = b.stats->next;
+
+        b.stats->next = r->stats;
+        r->stats = b.stats;
+        b.stats = next;
+    }
+    QAPI_LIST_PREPEND(*q->results, r);
+}
+
+/* Context: BQL held */
+static void net_stats_cb(StatsResultList **results, StatsTarget target,
+                         strList *names, strList *targets, Error **errp)
+{
+    NetStatsQuery q = {
+        .results = results,
+        .names = names,
+        .targets = targets,
+    };
+
+    if (target != STATS_TARGET_NETDEV) {
+        return;
+    }
+    qemu_foreach_net_client(net_stats_one, &q);
+}
+
+/* Context: BQL held */
+static void net_stats_schemas_cb(StatsSchemaList **result, Error **errp)
+{
+    NetStatsQuery q = { 0 };
+    StatsSchemaValueList *ordered = NULL;
+
+    qemu_foreach_net_client(net_stats_one, &q);
+    while (q.schema.schema) {
+        StatsSchemaValueList *next = q.schema.schema->next;
+
+        q.schema.schema->next = ordered;
+        ordered = q.schema.schema;
+        q.schema.schema = next;
+    }
+    add_stats_schema(result, STATS_PROVIDER_NET, STATS_TARGET_NETDEV,
+                     ordered);
+}
+
+void net_stats_register(void)
+{
+    static bool registered;
+
+    if (!registered) {
+        add_stats_callbacks(STATS_PROVIDER_NET, net_stats_cb,
+                            net_stats_schemas_cb);
+        registered = true;
+    }
+}
