@@ -16,12 +16,14 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tests', 'functional'))
-# Importing the qemu_test package needs QEMU's python/ tree, from the source
-# tree that configure prepared.
-sys.path.insert(0, os.path.join(os.environ.get('NETPLANE_BUILD',
-                                               os.path.join(ROOT, 'build')),
-                                'src', 'python'))
+# The qemu_test package and QEMU's python/ tree, from the source tree that
+# configure prepared (netplane's files are linked into it).
+_SRC = os.path.join(os.environ.get('NETPLANE_BUILD',
+                                   os.path.join(ROOT, 'build')), 'src')
+sys.path.insert(0, os.path.join(_SRC, 'tests', 'functional'))
+sys.path.insert(0, os.path.join(_SRC, 'python'))
+os.environ.setdefault('QEMU_BUILD_ROOT', os.path.join(os.path.dirname(_SRC),
+                                                      'qemu'))
 
 from qemu_test.traffic import NetNamespace, parse_kv  # noqa: E402
 
