@@ -53,6 +53,8 @@
  * about 100,000 minimum-size frames (each takes ~160 bytes of the ring).
  */
 #define AF_PACKET_RX_RING_DEFAULT (16 * MiB)
+/* Largest frame without a ring: a GSO frame and its virtio-net header. */
+#define AF_PACKET_RXBUF_SIZE   (65536 + sizeof(struct virtio_net_hdr))
 #define AF_PACKET_RETIRE_DEFAULT  1
 /* VLAN tag on top of the MTU and Ethernet header. */
 #define AF_PACKET_L2_OVERHEAD  (ETH_HLEN + 4)
@@ -75,7 +77,8 @@ typedef struct AFPacketState {
     unsigned int mtu;
     NetOffloads offloads;
 
-    /* TPACKET_V3 receive ring */
+    /* TPACKET_V3 receive ring, or rxbuf with rx-ring-size=0 */
+    uint8_t *rxbuf;
     uint8_t *ring;
     size_t ring_size;
     unsigned int block_size;
@@ -107,6 +110,7 @@ struct AFPacketLink {
 static void af_packet_rx(void *opaque);
 static void af_packet_writable(void *opaque);
 static void af_packet_tx_flush_bh(void *opaque);
+static void af_packet_rx_socket(AFPacketState *s);
 
 static inline AFPacketState *af_packet_state(NetClientState *nc)
 {
@@ -269,24 +273,25 @@ static bool af_packet_ready(AFPacketState *s)
  *
  * Context: backend
  */
-static bool af_packet_rx_acceptable(AFPacketState *s, struct tpacket3_hdr *h)
+static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
+                                    size_t len, size_t caplen)
 {
     uint8_t gso = VIRTIO_NET_HDR_GSO_NONE;
 
-    if (h->tp_snaplen < h->tp_len) {
+    if (caplen < len) {
         s->stats.rx_truncated++;
-        trace_af_packet_rx_drop(s->nc.name, "truncated", h->tp_len);
+        trace_af_packet_rx_drop(s->nc.name, "truncated", len);
         return false;
     }
     if (s->vnet_hdr) {
         const struct virtio_net_hdr *vh = (const void *)
-            ((uint8_t *)h + h->tp_mac - sizeof(struct virtio_net_hdr));
+            (frame - sizeof(struct virtio_net_hdr));
         gso = vh->gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
     }
     if (gso == VIRTIO_NET_HDR_GSO_NONE) {
-        if (h->tp_len > s->mtu + AF_PACKET_L2_OVERHEAD) {
+        if (len > s->mtu + AF_PACKET_L2_OVERHEAD) {
             s->stats.rx_oversize++;
-            trace_af_packet_rx_drop(s->nc.name, "oversize", h->tp_len);
+            trace_af_packet_rx_drop(s->nc.name, "oversize", len);
             return false;
         }
         return true;
@@ -297,7 +302,7 @@ static bool af_packet_rx_acceptable(AFPacketState *s, struct tpacket3_hdr *h)
         (gso == VIRTIO_NET_HDR_GSO_UDP_L4 &&
          !(s->offloads.uso4 && s->offloads.uso6))) {
         s->stats.rx_oversize++;
-        trace_af_packet_rx_drop(s->nc.name, "gso-refused", h->tp_len);
+        trace_af_packet_rx_drop(s->nc.name, "gso-refused", len);
         return false;
     }
     return true;
@@ -308,8 +313,8 @@ static void af_packet_rx_done(NetClientState *nc, ssize_t len)
 {
     AFPacketState *s = af_packet_state(nc);
 
+    /* Frames left in the ring keep the fd readable. */
     af_packet_read_poll(s, true);
-    af_packet_rx(s);
 }
 
 /*
@@ -341,6 +346,10 @@ static void af_packet_rx(void *opaque)
     unsigned int n = 0;
     size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
 
+    if (!s->ring) {
+        af_packet_rx_socket(s);
+        return;
+    }
     while (n < AF_PACKET_RX_BATCH && s->read_poll && af_packet_ready(s)) {
         struct tpacket3_hdr *h = s->pkt;
         uint8_t *frame = (uint8_t *)h + h->tp_mac;
@@ -348,7 +357,7 @@ static void af_packet_rx(void *opaque)
         ssize_t sent;
 
         n++;
-        if (!af_packet_rx_acceptable(s, h)) {
+        if (!af_packet_rx_acceptable(s, frame, h->tp_len, h->tp_snaplen)) {
             af_packet_next_pkt(s);
             continue;
         }
@@ -371,6 +380,52 @@ static void af_packet_rx(void *opaque)
     }
     if (n == 0 && s->read_poll) {
         af_packet_clear_error(s);
+    }
+}
+
+/*
+ * Without a ring (rx-ring-size=0): read frames one by one from the
+ * socket's receive buffer, the way a plain packet socket works.
+ *
+ * Context: backend
+ */
+static void af_packet_rx_socket(AFPacketState *s)
+{
+    size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
+    unsigned int n = 0;
+
+    while (n < AF_PACKET_RX_BATCH && s->read_poll) {
+        ssize_t len = recv(s->fd, s->rxbuf, AF_PACKET_RXBUF_SIZE,
+                           MSG_DONTWAIT | MSG_TRUNC);
+        ssize_t sent;
+
+        if (len < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                af_packet_clear_error(s);
+            }
+            break;
+        }
+        n++;
+        if ((size_t)len < hdr_len + ETH_HLEN) {
+            continue;
+        }
+        if (!af_packet_rx_acceptable(s, s->rxbuf + hdr_len, len - hdr_len,
+                                     MIN(len, AF_PACKET_RXBUF_SIZE) -
+                                     hdr_len)) {
+            continue;
+        }
+        s->stats.rx_packets++;
+        s->stats.rx_bytes += len - hdr_len;
+        sent = qemu_send_packet_async(&s->nc, s->rxbuf, len,
+                                      af_packet_rx_done);
+        if (sent == 0) {
+            s->stats.rx_peer_full++;
+            af_packet_read_poll(s, false);
+            break;
+        }
     }
 }
 
@@ -645,6 +700,8 @@ static void af_packet_cleanup(NetClientState *nc)
         munmap(s->ring, s->ring_size);
         s->ring = NULL;
     }
+    g_free(s->rxbuf);
+    s->rxbuf = NULL;
     /* Closing the socket also drops its promiscuous membership. */
     if (s->fd >= 0) {
         close(s->fd);
@@ -796,8 +853,12 @@ static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
                               errp)) {
         return false;
     }
-    if (!af_packet_setup_ring(s, c->ring_size, c->retire_ms, errp)) {
-        return false;
+    if (c->ring_size) {
+        if (!af_packet_setup_ring(s, c->ring_size, c->retire_ms, errp)) {
+            return false;
+        }
+    } else {
+        s->rxbuf = g_malloc(AF_PACKET_RXBUF_SIZE);
     }
     if (bind(s->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
         error_setg_errno(errp, errno, "af-packet: cannot bind to %s",
@@ -977,11 +1038,13 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
     }
     c.ring_size = opts->has_rx_ring_size ? opts->rx_ring_size
                                          : AF_PACKET_RX_RING_DEFAULT;
-    if (c.ring_size < AF_PACKET_RX_RING_MIN ||
-        c.ring_size > AF_PACKET_RX_RING_MAX ||
-        c.ring_size % AF_PACKET_RX_BLOCK) {
-        error_setg(errp, "af-packet: rx-ring-size must be a multiple of "
-                   "%d KiB between 1 MiB and 1 GiB", (int)(AF_PACKET_RX_BLOCK / KiB));
+    if (c.ring_size &&
+        (c.ring_size < AF_PACKET_RX_RING_MIN ||
+         c.ring_size > AF_PACKET_RX_RING_MAX ||
+         c.ring_size % AF_PACKET_RX_BLOCK)) {
+        error_setg(errp, "af-packet: rx-ring-size must be 0 (no ring) or a "
+                   "multiple of %d KiB between 1 MiB and 1 GiB",
+                   (int)(AF_PACKET_RX_BLOCK / KiB));
         return -1;
     }
     c.retire_ms = opts->has_rx_retire_timeout ? opts->rx_retire_timeout
@@ -1006,7 +1069,12 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
     for (i = 0; i < queues; i++) {
         nc = qemu_new_net_client(&net_af_packet_info, peer, "af-packet",
                                  name);
+        if (!nc0) {
+            /* Deleting it deletes every queue of this netdev. */
+            nc0 = nc;
+        }
         s = af_packet_state(nc);
+        s->fd = -1;
         s->ctx = iohandler_get_aio_context();
         s->tx_bh = aio_bh_new(s->ctx, af_packet_tx_flush_bh, s);
         s->mtu = c.mtu;
@@ -1030,9 +1098,6 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         qemu_set_info_str(nc, "ifname=%s,queue=%" PRIi64 ",rx-ring-size=%"
                           PRIu64 ",vnet-hdr=%s", c.ifname, i, c.ring_size,
                           s->vnet_hdr ? "on" : "off");
-        if (!nc0) {
-            nc0 = nc;
-        }
         af_packet_poll(nc, true);
     }
 

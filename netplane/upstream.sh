@@ -141,6 +141,7 @@ EOM
 # is already configured with ARGS.  A failed configure leaves no build dir.
 qemu_configure() {
     if [ -f "$2/build.ninja" ] && [ -f "$2/netplane.args" ] &&
+       [ -f "$2/pc-bios/optionrom/config.mak" ] &&
        [ "$(cat "$2/netplane.args")" = "$3" ]; then
         return 0
     fi

@@ -122,14 +122,18 @@ class TrafficTest(QemuSystemTest):
         self.namespaces.append(ns)
         return ns
 
-    def guest_vm(self, ns, *args, name=None, smp=2):
-        """A VM for the tiny guest whose QEMU runs inside @ns."""
-        name = name or 'guest'
+    def ns_vm(self, ns, name):
+        """A VM whose QEMU runs inside @ns, with no guest."""
         vm = QEMUMachine(self.qemu_bin, wrapper=ns.prefix(), name=name,
                          base_temp_dir=self.workdir,
                          log_dir=self.log_file())
         # QemuSystemTest.tearDown() shuts down the VMs it knows.
         self._vms[name] = vm
+        return vm
+
+    def guest_vm(self, ns, *args, name=None, smp=2):
+        """A VM for the tiny guest whose QEMU runs inside @ns."""
+        vm = self.ns_vm(ns, name or 'guest')
         vm.set_machine('pc')
         vm.set_console()
         vm.add_args('-accel', 'tcg', '-m', '256', '-smp', str(smp),

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# A guest on -netdev af-packet, attached to a veth leg, talking to a peer
+# in another network namespace.
+
+import array
+import os
+import socket
+import struct
+import time
+
+from qemu_test import QemuSystemTest
+from qemu_test.traffic import TrafficTest
+
+IFF_PROMISC = 0x100
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_VERSION = 10
+TPACKET_V3 = 2
+
+
+class NetdevAFPacket(TrafficTest):
+    """
+    Steps, in each test:
+      1. create two network namespaces: QEMU's, holding the veth leg vq0
+         that af-packet attaches to (no address, IPv6 off), and the
+         peer's, holding vp0 at 10.78.0.1/24 and nptraffic's server
+      2. boot the tiny guest (10.78.0.2/24) with virtio-net-pci on
+         -netdev af-packet,ifname=vq0 and QEMU inside the first namespace
+      3. pass traffic and check what arrived, what the backend counted,
+         and what happened to the interface
+    """
+
+    PEER = '10.78.0.1'
+    GUEST = '10.78.0.2/24'
+
+    def veth(self):
+        qns = self.netns('qa')
+        peer = self.netns('qp')
+        for ns in (qns, peer):
+            ns.run('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1')
+            ns.run('sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1')
+        qns.add_veth('vq0', peer, 'vp0', self.PEER + '/24')
+        return qns, peer
+
+    def af_packet_vm(self, qns, netdev_opts='', extra=(), **kw):
+        return self.guest_vm(
+            qns,
+            '-netdev', 'af-packet,id=net0,ifname=vq0' + netdev_opts,
+            '-device', 'virtio-net-pci,netdev=net0,id=nic0', *extra, **kw)
+
+    def query_stats(self, vm):
+        res = vm.cmd('query-stats', target='netdev', netdevs=['net0'],
+                     providers=[{'provider': 'net'}])
+        self.assertEqual(len(res), 1, res)
+        self.assertEqual(res[0]['netdev'], 'net0')
+        return {s['name']: s['value'] for s in res[0]['stats']}
+
+    @staticmethod
+    def link_counters(ns, dev):
+        out = {}
+        for key in ('rx_packets', 'tx_packets'):
+            r = ns.run('cat', '/sys/class/net/%s/statistics/%s' % (dev, key))
+            out[key] = int(r.stdout)
+        return out
+
+    @staticmethod
+    def if_flags(ns, dev):
+        return int(ns.run('cat', '/sys/class/net/%s/flags' % dev).stdout, 16)
+
+    def run_traffic(self, netdev_opts):
+        qns, peer = self.veth()
+        server = self.host_server(peer)
+        vm = self.af_packet_vm(qns, netdev_opts,
+                               extra=('-action', 'shutdown=pause'))
+        vm.add_args('-append', self.guest_cmdline(
+            self.GUEST,
+            run=['nptraffic', 'client', '--server', self.PEER,
+                 'udp-tx:1400:2:1000', 'udp-rx:1400:2:1000',
+                 'udp-tx:64:2', 'udp-rx:64:2',
+                 'tcp-tx:2', 'tcp-rx:2', 'rr:64:2'],
+            extra='np.wait=' + self.PEER))
+        vm.launch()
+        exit_line = self.read_console(vm, 'NPGUEST exit=', 240)
+        self.assertIn('exit=0', exit_line,
+                      '\n'.join(self.console_lines[-30:]))
+        self.assertEqual(server.wait(timeout=30), 0)
+        res = {r['test'] + ':' + r.get('size', ''): r
+               for r in (self.parse(l) for l in self.console_lines
+                         if l.startswith('NPRESULT '))}
+        self.assert_udp_intact(res['udp-tx:1400'], lossless=True)
+        self.assert_udp_intact(res['udp-rx:1400'], lossless=True)
+        self.assert_udp_intact(res['udp-tx:64'])
+        self.assert_udp_intact(res['udp-rx:64'])
+        self.assert_tcp_intact(res['tcp-tx:0'])
+        self.assert_tcp_intact(res['tcp-rx:0'])
+        self.assertGreater(int(res['rr:64']['trans']), 10)
+
+        # The guest is paused now (shutdown=pause): nothing moves.
+        st = self.query_stats(vm)
+        wire = self.link_counters(peer, 'vp0')
+        # Every frame the backend sent reached the peer, and every frame
+        # the peer sent was taken by the backend or counted as dropped.
+        self.assertEqual(st['tx-packets'], wire['rx_packets'], (st, wire))
+        self.assertEqual(st['rx-packets'] + st['rx-dropped'] +
+                         st['rx-truncated'] + st['rx-oversize'],
+                         wire['tx_packets'], (st, wire))
+        self.assertGreaterEqual(st['tx-packets'], 2000 + 2000)
+        self.assertEqual(st['tx-errors'], 0, st)
+        info = vm.cmd('human-monitor-command', command_line='info network')
+        self.assertIn('type=af-packet', info)
+        self.assertIn('rx-packets=', info)
+        return st
+
+    @staticmethod
+    def parse(line):
+        from qemu_test.traffic import parse_kv
+        return parse_kv(line)
+
+    def test_traffic_both_directions(self):
+        self.run_traffic('')
+
+    def test_vnet_hdr_offloads(self):
+        """With vnet-hdr=on the guest negotiates checksum and TSO
+        offloads; TCP must still arrive intact both ways."""
+        self.run_traffic(',vnet-hdr=on')
+
+    def test_promisc_and_cleanup(self):
+        qns, peer = self.veth()
+        vm = self.af_packet_vm(qns)
+        vm.add_args('-append', self.guest_cmdline(self.GUEST,
+                                                  extra='np.idle=1'))
+        vm.launch()
+        self.read_console(vm, 'NPGUEST ready', 180)
+        self.assertTrue(self.if_flags(qns, 'vq0') & IFF_PROMISC)
+        # Frames for another MAC reach the backend (counted) in promisc.
+        before = self.query_stats(vm)['rx-packets']
+        peer.run('ip', 'neigh', 'replace', '10.78.0.99', 'lladdr',
+                 '02:00:00:00:00:99', 'dev', 'vp0')
+        peer.run('ping', '-c', '5', '-i', '0.2', '-W', '1', '10.78.0.99',
+                 check=False)
+        self.assertGreaterEqual(self.query_stats(vm)['rx-packets'] - before,
+                                5)
+        vm.shutdown()
+        self.assertFalse(self.if_flags(qns, 'vq0') & IFF_PROMISC,
+                         'promiscuous mode left on after QEMU quit')
+
+        vm2 = self.af_packet_vm(qns, ',promisc=off', name='nopromisc')
+        vm2.add_args('-append', self.guest_cmdline(self.GUEST,
+                                                   extra='np.idle=1'))
+        vm2.launch()
+        self.read_console(vm2, 'NPGUEST ready', 180)
+        self.assertFalse(self.if_flags(qns, 'vq0') & IFF_PROMISC)
+
+    def test_link_follows_interface(self):
+        """The guest's link follows the interface; removing the interface
+        takes the link down and QEMU keeps running."""
+        qns, peer = self.veth()
+        vm = self.af_packet_vm(qns)
+        vm.add_args('-append', self.guest_cmdline(self.GUEST,
+                                                  extra='np.idle=1'))
+        vm.launch()
+        self.read_console(vm, 'NPGUEST ready', 180)
+        ping = peer.run('ping', '-c', '3', '-W', '5', '10.78.0.2',
+                        check=False)
+        self.assertEqual(ping.returncode, 0, ping.stdout)
+
+        peer.run('ip', 'link', 'set', 'vp0', 'down')
+        self.read_console(vm, 'NPGUEST link eth0 down', 30)
+        peer.run('ip', 'link', 'set', 'vp0', 'up')
+        self.read_console(vm, 'NPGUEST link eth0 up', 30)
+        ping = peer.run('ping', '-c', '3', '-W', '5', '10.78.0.2',
+                        check=False)
+        self.assertEqual(ping.returncode, 0, ping.stdout)
+
+        qns.run('ip', 'link', 'del', 'vq0')
+        self.read_console(vm, 'NPGUEST link eth0 down', 30)
+        self.assertEqual(vm.cmd('query-status')['status'], 'running')
+        vm.shutdown()
+        self.assertRegex(vm.get_log(), 'interface vq0 disappeared')
+
+    def test_bad_options(self):
+        """Each bad option gets one clear error naming it."""
+        qns, peer = self.veth()
+        cases = [
+            ('af-packet,id=n0', 'ifname is required'),
+            ('af-packet,id=n0,ifname=nosuchif0', "no interface 'nosuchif0'"),
+            ('af-packet,id=n0,ifname=vq0,rx-ring-size=1000',
+             'rx-ring-size must be'),
+            ('af-packet,id=n0,ifname=vq0,rx-retire-timeout=0',
+             'rx-retire-timeout must be'),
+            ('af-packet,id=n0,ifname=vq0,queues=0', 'queues must be'),
+            ('af-packet,id=n0,ifname=vq0,fd=3,fds=3:4',
+             'fd and fds are mutually exclusive'),
+            ('af-packet,id=n0,ifname=vq0,promisc=maybe', 'promisc'),
+        ]
+        for i, (netdev, message) in enumerate(cases):
+            vm = self.guest_vm(qns, '-netdev', netdev, name='bad%d' % i)
+            vm.set_qmp_monitor(enabled=False)
+            vm.launch()
+            vm.wait()
+            self.assertEqual(vm.exitcode(), 1, netdev)
+            self.assertIn(message, vm.get_log(), netdev)
+            self.assertEqual(len([l for l in vm.get_log().splitlines()
+                                  if 'af-packet' in l or 'promisc' in l]),
+                             1, vm.get_log())
+
+    def test_failed_netdev_add_leaks_nothing(self):
+        """netdev_add that fails on its second queue, after the first one
+        has its socket, ring and promiscuous membership: nothing of it may
+        be left behind (fds, mappings, promiscuity)."""
+        qns, peer = self.veth()
+        vm = self.ns_vm(qns, 'leak')
+        vm.set_machine('none')
+        vm.launch()
+        pid = vm.get_pid()
+
+        def resources():
+            fds = len(os.listdir('/proc/%d/fd' % pid))
+            with open('/proc/%d/maps' % pid) as f:
+                maps = sum(1 for l in f if 'socket:' in l or 'packet' in l)
+            return fds, maps, self.if_flags(qns, 'vq0') & IFF_PROMISC
+
+        good = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        busy = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        # A ring set up already: QEMU's PACKET_VERSION fails with EBUSY.
+        busy.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        busy.setsockopt(SOL_PACKET, PACKET_RX_RING,
+                        struct.pack('7I', 4096, 1, 2048, 2, 0, 0, 0))
+        base = resources()
+        for _ in range(3):
+            vm.send_fd_scm(fd=good.fileno())
+            vm.cmd('getfd', fdname='q0')
+            vm.send_fd_scm(fd=busy.fileno())
+            vm.cmd('getfd', fdname='q1')
+            r = vm.qmp('netdev_add', type='af-packet', id='n0',
+                       ifname='vq0', fds='q0:q1')
+            self.assertIn('error', r)
+            self.assertIn('af-packet', r['error']['desc'])
+            self.assertEqual(resources(), base)
+        r = vm.qmp('netdev_add', type='af-packet', id='n1', ifname='vq0')
+        self.assertNotIn('error', r)
+        vm.cmd('netdev_del', id='n1')
+        self.assertEqual(resources(), base)
+        good.close()
+        busy.close()
+
+
+if __name__ == '__main__':
+    QemuSystemTest.main()
