@@ -13,7 +13,7 @@ PKGS="gcc make git patch xz-utils ca-certificates ccache ninja-build
 pkg-config libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev flex bison
 python3 python3-venv python3-distlib dpkg-dev cpio gcc-multilib
 seabios ipxe-qemu
-iproute2 iputils-ping procps util-linux kmod busybox-static
+iproute2 iputils-ping ethtool procps util-linux kmod busybox-static
 python3-matplotlib"
 BACKPORTS_PKGS="meson python3-pycotap"
 
