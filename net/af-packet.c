@@ -395,9 +395,25 @@ static void af_packet_rx_socket(AFPacketState *s)
     unsigned int n = 0;
 
     while (n < AF_PACKET_RX_BATCH && s->read_poll) {
-        ssize_t len = recv(s->fd, s->rxbuf, AF_PACKET_RXBUF_SIZE,
-                           MSG_DONTWAIT | MSG_TRUNC);
-        ssize_t sent;
+        union {
+            struct cmsghdr cm;
+            char buf[CMSG_SPACE(sizeof(struct tpacket_auxdata))];
+        } control;
+        struct iovec iov = {
+            .iov_base = s->rxbuf,
+            .iov_len = AF_PACKET_RXBUF_SIZE,
+        };
+        struct msghdr msg = {
+            .msg_iov = &iov,
+            .msg_iovlen = 1,
+            .msg_control = &control,
+            .msg_controllen = sizeof(control),
+        };
+        struct cmsghdr *cmsg;
+        uint32_t status = 0;
+        ssize_t len, sent;
+
+        len = recvmsg(s->fd, &msg, MSG_DONTWAIT | MSG_TRUNC);
 
         if (len < 0) {
             if (errno == EINTR) {
@@ -416,6 +432,18 @@ static void af_packet_rx_socket(AFPacketState *s)
                                      MIN(len, AF_PACKET_RXBUF_SIZE) -
                                      hdr_len)) {
             continue;
+        }
+        for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+            if (cmsg->cmsg_level == SOL_PACKET &&
+                cmsg->cmsg_type == PACKET_AUXDATA) {
+                struct tpacket_auxdata aux;
+
+                memcpy(&aux, CMSG_DATA(cmsg), sizeof(aux));
+                status = aux.tp_status;
+            }
+        }
+        if (!s->vnet_hdr && (status & TP_STATUS_CSUMNOTREADY)) {
+            net_checksum_calculate(s->rxbuf, len, CSUM_TCP | CSUM_UDP);
         }
         s->stats.rx_packets++;
         s->stats.rx_bytes += len - hdr_len;
@@ -858,6 +886,11 @@ static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
             return false;
         }
     } else {
+        /* PACKET_AUXDATA tells which frames have partial checksums. */
+        if (!af_packet_setsockopt(s->fd, PACKET_AUXDATA, 1, "PACKET_AUXDATA",
+                                  errp)) {
+            return false;
+        }
         s->rxbuf = g_malloc(AF_PACKET_RXBUF_SIZE);
     }
     if (bind(s->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {

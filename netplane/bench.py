@@ -35,10 +35,15 @@ def variants(build):
     up = os.path.join(build, 'upstream', 'qemu', 'qemu-system-x86_64')
     np_ = os.path.join(build, 'qemu', 'qemu-system-x86_64')
     return [
-        # name, binary, device, netdev-extra
-        ('upstream tx=bh', up, 'virtio-net-pci', ''),
-        ('upstream tx=timer', up, 'virtio-net-pci,tx=timer', ''),
-        ('netplane', np_, 'virtio-net-pci', ''),
+        # name, binary, device, backend, backend options
+        ('upstream tx=bh', up, 'virtio-net-pci', 'tap', ''),
+        ('upstream tx=timer', up, 'virtio-net-pci,tx=timer', 'tap', ''),
+        ('netplane', np_, 'virtio-net-pci', 'tap', ''),
+        ('netplane af-packet', np_, 'virtio-net-pci', 'af-packet', ''),
+        # A plain packet socket's receive buffer instead of the ring
+        # (net.core.rmem_default): what the ring is measured against.
+        ('af-packet no ring', np_, 'virtio-net-pci', 'af-packet',
+         ',rx-ring-size=0'),
     ]
 
 
@@ -73,6 +78,13 @@ def metrics(res):
             m['tap_' + k] = v
     for k, v in res.get('_udp', {}).items():
         m[k] = v
+    for k in ('rx-dropped', 'rx-ring-full', 'rx-oversize', 'rx-truncated',
+              'tx-errors'):
+        if k in res.get('_backend', {}):
+            m['ap_' + k] = res['_backend'][k]
+    if test == 'udp-burst':
+        m['delivered'] = n
+        m['guest_lost'] = float(res.get('lost', 0))
     return m
 
 
@@ -100,6 +112,21 @@ def table(summary, names, tests):
         lines.append('')
         lines.append('**%s**' % test)
         lines.append('')
+        if test.startswith('udp-burst'):
+            cols = [('delivered', 'delivered', 0),
+                    ('lost in guest path', 'guest_lost', 0),
+                    ('tap drops', 'tap_tx_dropped', 0),
+                    ('af-packet rx-dropped', 'ap_rx-dropped', 0),
+                    ('af-packet ring-full', 'ap_rx-ring-full', 0)]
+            lines.append('| variant | ' + ' | '.join(c[0] for c in cols) +
+                         ' |')
+            lines.append('|---' * (len(cols) + 1) + '|')
+            for name in names:
+                s = summary.get(name, {}).get(test, {})
+                lines.append('| %s | ' % name + ' | '.join(
+                    fmt(s[key], digits) if key in s else '-'
+                    for _, key, digits in cols) + ' |')
+            continue
         if rr:
             cols = [('trans/s', 'tps', 0), ('p50 µs', 'p50_us', 0),
                     ('p99 µs', 'p99_us', 0)]
@@ -112,7 +139,7 @@ def table(summary, names, tests):
                  ('IOThread µs/pkt', 'cpu_us_per_pkt_iothread', 1),
                  ('main busy %', 'cpu_pct_main', 0),
                  ('rq-wait % main/vCPU/IO', None, 0),
-                 ('drops tap/udp', None, 0)]
+                 ('drops link/udp/af-packet', None, 0)]
         lines.append('| variant | ' + ' | '.join(c[0] for c in cols) + ' |')
         lines.append('|---' * (len(cols) + 1) + '|')
         for name in names:
@@ -131,7 +158,9 @@ def table(summary, names, tests):
                     tap = sum(s.get(k, (0, 0, 0))[0] for k in s
                               if k.startswith('tap_'))
                     udp = s.get('udp_rcvbuf_errors', (0, 0, 0))[0]
-                    row.append('%d/%d' % (tap, udp))
+                    ap = sum(s.get(k, (0, 0, 0))[0] for k in s
+                             if k.startswith('ap_'))
+                    row.append('%d/%d/%d' % (tap, udp, ap))
                 elif key in s:
                     row.append(fmt(s[key], digits))
                 else:
@@ -148,7 +177,9 @@ def plot(summary, names, tests, path):
     except ImportError:
         print('bench: no matplotlib, no plot', file=sys.stderr)
         return
-    panels = [(t, 'tps' if t.startswith('rr') else 'pps') for t in tests]
+    panels = [(t, 'tps' if t.startswith('rr') else
+               'delivered' if t.startswith('udp-burst') else 'pps')
+              for t in tests]
     panels += [(t, 'cpu_us_per_pkt_main') for t in tests
                if not t.startswith('rr')][:2]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
@@ -185,7 +216,8 @@ def main():
     s = args.secs
     tests = (args.tests.split(',') if args.tests else
              ['udp-tx:64:%d' % s, 'udp-tx:1400:%d' % s,
-              'udp-rx:64:%d' % s, 'udp-rx:1400:%d' % s, 'rr:64:%d' % s])
+              'udp-rx:64:%d' % s, 'udp-rx:1400:%d' % s, 'rr:64:%d' % s,
+              'udp-burst:64:10000'])
     vs = variants(args.build)
     if args.only:
         keep = args.only.split(',')
@@ -199,12 +231,13 @@ def main():
     started = time.time()
     for rep in range(args.reps):
         order = vs[rep % len(vs):] + vs[:rep % len(vs)]
-        for name, qemu, device, _ in order:
+        for name, qemu, device, backend, opts in order:
             t0 = time.monotonic()
             logpath = os.path.join(out, 'console-%s-%d.log'
                                    % (name.replace(' ', '_'), rep))
             with open(logpath, 'w') as log:
                 run = harness.GuestRun(qemu, guest, tests, device=device,
+                                       backend=backend, netdev_opts=opts,
                                        log=log).run()
             boots[name].append(run.boot_seconds or 0)
             for res in run.results:

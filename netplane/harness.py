@@ -9,10 +9,13 @@ The namespace helpers come from the functional tests' qemu_test.traffic,
 so tests and benchmark set up the host side the same way.
 """
 
+import json
 import os
 import select
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,18 +100,86 @@ def delta(after, before):
     return after - (before or 0)
 
 
+class QMP:
+    """Just enough of a QMP client to read statistics."""
+
+    def __init__(self, path, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.buf = b''
+        self._read()
+        self.cmd('qmp_capabilities')
+
+    def _read(self):
+        while b'\n' not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError('QMP connection closed')
+            self.buf += data
+        line, self.buf = self.buf.split(b'\n', 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        self.sock.sendall(json.dumps({'execute': name,
+                                      'arguments': args}).encode() + b'\n')
+        while True:
+            msg = self._read()
+            if 'return' in msg:
+                return msg['return']
+            if 'error' in msg:
+                raise RuntimeError('%s: %s' % (name, msg['error']['desc']))
+
+    def close(self):
+        self.sock.close()
+
+
+def backend_stats(qmp):
+    """{counter: value} summed over the queues of netdev net0, if it has
+    counters (af-packet); {} otherwise."""
+    if not qmp:
+        return {}
+    out = {}
+    for r in qmp.cmd('query-stats', target='netdev', netdevs=['net0']):
+        for st in r['stats']:
+            if isinstance(st['value'], int):
+                out[st['name']] = out.get(st['name'], 0) + st['value']
+    return out
+
+
 class GuestRun:
-    """One boot of the tiny guest that runs @tests with nptraffic."""
+    """One boot of the tiny guest that runs @tests with nptraffic.
+
+    @backend 'tap': QEMU and the peer share one namespace, the peer on
+    tap0.  'af-packet': QEMU's namespace holds the veth leg vq0 that
+    af-packet attaches to (with @netdev_opts), the peer's holds vp0.
+    """
 
     def __init__(self, qemu, guest_dir, tests, device='virtio-net-pci',
-                 netdev='tap,id=net0,ifname=tap0,script=no,downscript=no,'
-                        'vhost=off',
+                 backend='tap', netdev_opts='',
                  extra_args=(), smp=2, log=None, timeout=600):
         self.qemu = qemu
         self.guest_dir = guest_dir
         self.tests = tests
         self.device = device
-        self.netdev = netdev
+        self.backend = backend
+        if backend == 'tap':
+            self.netdev = ('tap,id=net0,ifname=tap0,script=no,downscript=no,'
+                           'vhost=off' + netdev_opts)
+            self.host_dev = 'tap0'
+        else:
+            self.netdev = 'af-packet,id=net0,ifname=vq0' + netdev_opts
+            self.host_dev = 'vp0'
+        self.qmp_path = None
         self.extra_args = list(extra_args)
         self.smp = smp
         self.log = log
@@ -130,24 +201,49 @@ class GuestRun:
                 '-kernel', os.path.join(self.guest_dir, 'vmlinuz'),
                 '-initrd', os.path.join(self.guest_dir, 'initramfs.cpio.gz'),
                 '-append', append, '-netdev', self.netdev,
-                '-device', self.device + ',netdev=net0'] + self.extra_args
+                '-device', self.device + ',netdev=net0',
+                '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path] + \
+            self.extra_args
 
-    def snapshot(self, ns, pid):
+    def snapshot(self, peer, pid):
         return {'time': time.monotonic(), 'threads': thread_stats(pid),
-                'tap': link_stats(ns, 'tap0'), 'udp': udp_stats(ns)}
+                'tap': link_stats(peer, self.host_dev), 'udp': udp_stats(peer),
+                'backend': backend_stats(self.qmp)}
 
     def run(self):
-        ns = NetNamespace('npb')
+        namespaces = []
+        tmp = tempfile.TemporaryDirectory(prefix='npb-')
+        self.qmp_path = os.path.join(tmp.name, 'qmp.sock')
+        self.qmp = None
         try:
-            ns.add_tap('tap0', HOST_IP + '/24')
-            server = ns.popen([os.path.join(self.guest_dir, 'nptraffic-host'),
-                               'server', '--once'],
-                              stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+            qns = NetNamespace('npb')
+            namespaces.append(qns)
+            if self.backend == 'tap':
+                peer = qns
+                qns.add_tap('tap0', HOST_IP + '/24')
+            else:
+                peer = NetNamespace('npp')
+                namespaces.append(peer)
+                for ns in (qns, peer):
+                    ns.run('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1')
+                    ns.run('sysctl', '-qw',
+                           'net.ipv6.conf.default.disable_ipv6=1')
+                qns.add_veth('vq0', peer, 'vp0', HOST_IP + '/24')
+                if 'vnet-hdr=on' not in self.netdev:
+                    peer.run('ethtool', '-K', 'vp0', 'tso', 'off', 'gso',
+                             'off')
+            server = peer.popen([os.path.join(self.guest_dir,
+                                              'nptraffic-host'),
+                                 'server', '--once'],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
             start = time.monotonic()
-            proc = ns.popen(self.command(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            self._read(ns, proc, start)
+            proc = qns.popen(self.command(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.qmp = QMP(self.qmp_path)
+            self._read(peer, proc, start)
+            self.qmp.close()
+            self.qmp = None
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -157,7 +253,11 @@ class GuestRun:
             except subprocess.TimeoutExpired:
                 pass
         finally:
-            ns.close()
+            if self.qmp:
+                self.qmp.close()
+            for ns in namespaces:
+                ns.close()
+            tmp.cleanup()
         return self
 
     def _read(self, ns, proc, start):
@@ -212,5 +312,6 @@ class GuestRun:
             res['_threads'] = delta(end['threads'], begin['threads'])
             res['_tap'] = delta(end['tap'], begin['tap'])
             res['_udp'] = delta(end['udp'], begin['udp'])
+            res['_backend'] = delta(end['backend'], begin['backend'])
             res['_wall'] = end['time'] - begin['time']
         return res
