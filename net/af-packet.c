@@ -112,6 +112,7 @@ static void af_packet_writable(void *opaque);
 static void af_packet_tx_flush_bh(void *opaque);
 static void af_packet_rx_socket(AFPacketState *s);
 
+/* Context: any */
 static inline AFPacketState *af_packet_state(NetClientState *nc)
 {
     assert(nc->info->type == NET_CLIENT_DRIVER_AF_PACKET);
@@ -572,13 +573,15 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
     return size;
 }
 
-/* ---- offloads ---- */
+/* ---- offloads: asked by the peer while it is set up ---- */
 
+/* Context: BQL held */
 static bool af_packet_has_vnet_hdr(NetClientState *nc)
 {
     return af_packet_state(nc)->vnet_hdr;
 }
 
+/* Context: BQL held */
 static bool af_packet_has_vnet_hdr_len(NetClientState *nc, int len)
 {
     /* PACKET_VNET_HDR is struct virtio_net_hdr, nothing longer. */
@@ -586,13 +589,18 @@ static bool af_packet_has_vnet_hdr_len(NetClientState *nc, int len)
            len == sizeof(struct virtio_net_hdr);
 }
 
+/* Context: BQL held */
 static void af_packet_set_vnet_hdr_len(NetClientState *nc, int len)
 {
     assert(len == sizeof(struct virtio_net_hdr));
 }
 
-/* What the guest accepts, so that GSO frames it did not ask for are not
- * delivered.  Context: BQL held */
+/*
+ * What the guest accepts, so that GSO frames it did not ask for are not
+ * delivered.
+ *
+ * Context: BQL held
+ */
 static void af_packet_set_offload(NetClientState *nc, const NetOffloads *ol)
 {
     af_packet_state(nc)->offloads = *ol;
@@ -616,7 +624,11 @@ static void af_packet_link_set(AFPacketLink *l, bool up)
     }
 }
 
-/* The interface is gone: say so once, go link-down, stop the queues. */
+/*
+ * The interface is gone: say so once, go link-down, stop the queues.
+ *
+ * Context: main loop, BQL held
+ */
 static void af_packet_link_gone(AFPacketLink *l)
 {
     NetClientState *ncs[MAX_QUEUE_NUM];
@@ -666,6 +678,7 @@ static void af_packet_link_read(void *opaque)
     }
 }
 
+/* Context: BQL held */
 static void af_packet_link_free(AFPacketLink *l)
 {
     if (!l) {
@@ -708,6 +721,10 @@ static AFPacketLink *af_packet_link_new(const char *netdev, int ifindex,
 
 /* ---- setup and teardown ---- */
 
+/*
+ * Context: BQL held, with the backend's AioContext quiescent (netdev_del
+ * and QEMU's exit delete net clients from the main loop).
+ */
 static void af_packet_cleanup(NetClientState *nc)
 {
     AFPacketState *s = af_packet_state(nc);
@@ -771,6 +788,7 @@ static NetClientInfo net_af_packet_info = {
     .get_stats = af_packet_net_stats,
 };
 
+/* Context: BQL held (setup) */
 static bool af_packet_setsockopt(int fd, int opt, int val, const char *what,
                                  Error **errp)
 {
@@ -783,6 +801,8 @@ static bool af_packet_setsockopt(int fd, int opt, int val, const char *what,
 
 /*
  * Set up the receive ring of @s->fd and map it.
+ *
+ * Context: BQL held (setup)
  */
 static bool af_packet_setup_ring(AFPacketState *s, uint64_t ring_size,
                                  uint32_t retire_ms, Error **errp)
@@ -853,6 +873,8 @@ typedef struct AFPacketConfig {
 /*
  * Configure one queue's socket: version, vnet header, ring, bind,
  * promiscuous membership, fanout.
+ *
+ * Context: BQL held (setup)
  */
 static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
                                   int queues, Error **errp)
@@ -922,6 +944,7 @@ static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
     return true;
 }
 
+/* Context: BQL held (setup) */
 static int *af_packet_parse_fds(const NetdevAFPacketOptions *opts,
                                 int64_t *queues, Error **errp)
 {
@@ -968,7 +991,11 @@ static int *af_packet_parse_fds(const NetdevAFPacketOptions *opts,
     return g_steal_pointer(&fds);
 }
 
-/* Find the interface: by name, or the one a passed socket is bound to. */
+/*
+ * Find the interface: by name, or the one a passed socket is bound to.
+ *
+ * Context: BQL held (setup)
+ */
 static bool af_packet_resolve_if(AFPacketConfig *c, int fd, Error **errp)
 {
     const NetdevAFPacketOptions *opts = c->opts;
@@ -1023,6 +1050,7 @@ static bool af_packet_resolve_if(AFPacketConfig *c, int fd, Error **errp)
     return true;
 }
 
+/* Context: BQL held (setup) */
 static bool af_packet_if_up(const char *ifname)
 {
     struct ifreq ifr = { 0 };

@@ -208,7 +208,8 @@ class GuestRun:
     def snapshot(self, peer, pid):
         return {'time': time.monotonic(), 'threads': thread_stats(pid),
                 'tap': link_stats(peer, self.host_dev), 'udp': udp_stats(peer),
-                'backend': backend_stats(self.qmp)}
+                'backend': (backend_stats(self.qmp)
+                            if self.backend != 'tap' else {})}
 
     def run(self):
         namespaces = []
