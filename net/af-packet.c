@@ -100,6 +100,7 @@ typedef struct AFPacketState {
 /* Follows the interface through rtnetlink: link up/down, removal. */
 struct AFPacketLink {
     int fd;
+    QEMUBH *initial_bh;
     int ifindex;
     char ifname[IFNAMSIZ];
     char *netdev;
@@ -111,6 +112,7 @@ static void af_packet_rx(void *opaque);
 static void af_packet_writable(void *opaque);
 static void af_packet_tx_flush_bh(void *opaque);
 static void af_packet_rx_socket(AFPacketState *s);
+static bool af_packet_if_up(const char *ifname);
 
 /* Context: any */
 static inline AFPacketState *af_packet_state(NetClientState *nc)
@@ -611,7 +613,9 @@ static void af_packet_set_offload(NetClientState *nc, const NetOffloads *ol)
 /* Context: main loop, BQL held */
 static void af_packet_link_set(AFPacketLink *l, bool up)
 {
+    NetClientState *ncs[MAX_QUEUE_NUM];
     Error *err = NULL;
+    int i, n;
 
     if (l->up == up) {
         return;
@@ -622,6 +626,28 @@ static void af_packet_link_set(AFPacketLink *l, bool up)
     if (err) {
         warn_report_err(err);
     }
+    if (up) {
+        /* The ENETDOWN of the way down would fail the next send. */
+        n = qemu_find_net_clients_except(l->netdev, ncs,
+                                         NET_CLIENT_DRIVER_NIC,
+                                         MAX_QUEUE_NUM);
+        for (i = 0; i < n; i++) {
+            af_packet_clear_error(af_packet_state(ncs[i]));
+        }
+    }
+}
+
+/*
+ * The state the interface had at start-up, applied once the NIC is
+ * attached (the netdev is created before its device).
+ *
+ * Context: main loop, BQL held
+ */
+static void af_packet_link_initial(void *opaque)
+{
+    AFPacketLink *l = opaque;
+
+    af_packet_link_set(l, af_packet_if_up(l->ifname));
 }
 
 /*
@@ -654,6 +680,15 @@ static void af_packet_link_read(void *opaque)
     AFPacketLink *l = opaque;
     char buf[8192] QEMU_ALIGNED(4);
     ssize_t len;
+
+    if (qemu_find_netdev(l->netdev) != &l->s->nc) {
+        /*
+         * netdev_del while the NIC still exists: the netdev is gone for
+         * the user, only its cleanup waits for the NIC.  Stop following.
+         */
+        qemu_set_fd_handler(l->fd, NULL, NULL, NULL);
+        return;
+    }
 
     while ((len = recv(l->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
         struct nlmsghdr *nh;
@@ -688,14 +723,16 @@ static void af_packet_link_free(AFPacketLink *l)
         qemu_set_fd_handler(l->fd, NULL, NULL, NULL);
         close(l->fd);
     }
+    if (l->initial_bh) {
+        qemu_bh_delete(l->initial_bh);
+    }
     g_free(l->netdev);
     g_free(l);
 }
 
 /* Context: BQL held */
-static AFPacketLink *af_packet_link_new(const char *netdev, int ifindex,
-                                        const char *ifname, bool up,
-                                        Error **errp)
+static AFPacketLink *af_packet_link_new(AFPacketState *s, int ifindex,
+                                        const char *ifname, Error **errp)
 {
     struct sockaddr_nl sa = {
         .nl_family = AF_NETLINK,
@@ -713,9 +750,12 @@ static AFPacketLink *af_packet_link_new(const char *netdev, int ifindex,
     }
     l->ifindex = ifindex;
     pstrcpy(l->ifname, sizeof(l->ifname), ifname);
-    l->netdev = g_strdup(netdev);
-    l->up = up;
+    l->netdev = g_strdup(s->nc.name);
+    l->s = s;
+    l->up = true;
     qemu_set_fd_handler(l->fd, af_packet_link_read, NULL, l);
+    l->initial_bh = qemu_bh_new(af_packet_link_initial, l);
+    qemu_bh_schedule(l->initial_bh);
     return l;
 }
 
@@ -1116,6 +1156,11 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         return -1;
     }
 
+    if (peer && (queues > 1 || opts->fds)) {
+        error_setg(errp, "af-packet: multiple queues cannot be used with "
+                   "hubs (-net); use -netdev");
+        return -1;
+    }
     if (opts->fd || opts->fds) {
         fds = af_packet_parse_fds(opts, &queues, errp);
         if (!fds) {
@@ -1163,8 +1208,7 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
     }
 
     s = af_packet_state(nc0);
-    s->link = af_packet_link_new(name, c.ifindex, c.ifname,
-                                 af_packet_if_up(c.ifname), errp);
+    s->link = af_packet_link_new(s, c.ifindex, c.ifname, errp);
     if (!s->link) {
         goto fail;
     }
