@@ -14,7 +14,7 @@ pkg-config libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev flex bison
 python3 python3-venv python3-distlib dpkg-dev cpio gcc-multilib
 seabios ipxe-qemu
 iproute2 iputils-ping ethtool procps util-linux kmod busybox-static
-python3-matplotlib"
+python3-matplotlib valgrind"
 BACKPORTS_PKGS="meson python3-pycotap"
 
 missing=""

@@ -5,11 +5,14 @@
 # A guest on -netdev af-packet, attached to a veth leg, talking to a peer
 # in another network namespace.
 
-import array
 import os
+import re
+import shutil
 import socket
 import struct
 import time
+
+from qemu.machine import QEMUMachine
 
 from qemu_test import QemuSystemTest
 from qemu_test.traffic import TrafficTest
@@ -51,12 +54,18 @@ class NetdevAFPacket(TrafficTest):
             '-netdev', 'af-packet,id=net0,ifname=vq0' + netdev_opts,
             '-device', 'virtio-net-pci,netdev=net0,id=nic0', *extra, **kw)
 
-    def query_stats(self, vm):
+    def query_stats(self, vm, queues=1):
+        """Counters of netdev net0, summed over its @queues queues."""
         res = vm.cmd('query-stats', target='netdev', netdevs=['net0'],
                      providers=[{'provider': 'net'}])
-        self.assertEqual(len(res), 1, res)
-        self.assertEqual(res[0]['netdev'], 'net0')
-        return {s['name']: s['value'] for s in res[0]['stats']}
+        self.assertEqual(sorted(r['queue'] for r in res),
+                         list(range(queues)), res)
+        out = {}
+        for r in res:
+            self.assertEqual(r['netdev'], 'net0')
+            for st in r['stats']:
+                out[st['name']] = out.get(st['name'], 0) + st['value']
+        return out
 
     @staticmethod
     def link_counters(ns, dev):
@@ -70,15 +79,18 @@ class NetdevAFPacket(TrafficTest):
     def if_flags(ns, dev):
         return int(ns.run('cat', '/sys/class/net/%s/flags' % dev).stdout, 16)
 
-    def run_traffic(self, netdev_opts):
+    def run_traffic(self, netdev_opts, device='virtio-net-pci', queues=1):
         qns, peer = self.veth()
         if 'vnet-hdr=on' not in netdev_opts:
             # Without a vnet header, frames above the MTU are dropped (and
             # counted): the peer's veth must not hand over TSO frames.
             peer.run('ethtool', '-K', 'vp0', 'tso', 'off', 'gso', 'off')
         server = self.host_server(peer)
-        vm = self.af_packet_vm(qns, netdev_opts,
-                               extra=('-action', 'shutdown=pause'))
+        vm = self.guest_vm(
+            qns,
+            '-netdev', 'af-packet,id=net0,ifname=vq0' + netdev_opts,
+            '-device', device + ',netdev=net0,id=nic0',
+            '-action', 'shutdown=pause')
         vm.add_args('-append', self.guest_cmdline(
             self.GUEST,
             run=['nptraffic', 'client', '--server', self.PEER,
@@ -103,7 +115,7 @@ class NetdevAFPacket(TrafficTest):
         self.assertGreater(int(res['rr:64']['trans']), 10)
 
         # The guest is paused now (shutdown=pause): nothing moves.
-        st = self.query_stats(vm)
+        st = self.query_stats(vm, queues)
         wire = self.link_counters(peer, 'vp0')
         # Every frame the backend sent reached the peer, and every frame
         # the peer sent was taken by the backend or counted as dropped.
@@ -130,6 +142,39 @@ class NetdevAFPacket(TrafficTest):
         """With vnet-hdr=on the guest negotiates checksum and TSO
         offloads; TCP must still arrive intact both ways."""
         self.run_traffic(',vnet-hdr=on')
+
+    def test_multiqueue_fanout(self):
+        """queues=2 with a two-queue-pair virtio-net device, the sockets
+        in a fanout group, transmitting past the qdisc."""
+        self.run_traffic(',queues=2,qdisc-bypass=on',
+                         device='virtio-net-pci,mq=on,vectors=6', queues=2)
+
+    def test_oversize_counted(self):
+        """A frame above the MTU (a UDP GSO frame from the peer) is
+        dropped and counted, never delivered cut short."""
+        qns, peer = self.veth()
+        vm = self.af_packet_vm(qns)
+        vm.add_args('-append', self.guest_cmdline(self.GUEST,
+                                                  extra='np.idle=1'))
+        vm.launch()
+        self.read_console(vm, 'NPGUEST ready', 180)
+        before = self.query_stats(vm)
+        # 8 segments of 1000 bytes in one UDP_SEGMENT (GSO) send.
+        peer.run('python3', '-c', """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, 1000)
+s.sendto(b'x' * 8000, ('10.78.0.2', 9))
+""")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = self.query_stats(vm)
+            if after['rx-oversize'] > before['rx-oversize']:
+                break
+            time.sleep(0.2)
+        self.assertEqual(after['rx-oversize'] - before['rx-oversize'], 1,
+                         after)
+        self.assertEqual(after['rx-truncated'], 0, after)
 
     def test_promisc_and_cleanup(self):
         qns, peer = self.veth()
@@ -211,10 +256,39 @@ class NetdevAFPacket(TrafficTest):
                                   if 'af-packet' in l or 'promisc' in l]),
                              1, vm.get_log())
 
-    def test_failed_netdev_add_leaks_nothing(self):
+    def failing_netdev_adds(self, vm, rounds):
         """netdev_add that fails on its second queue, after the first one
-        has its socket, ring and promiscuous membership: nothing of it may
-        be left behind (fds, mappings, promiscuity)."""
+        has its socket, ring and promiscuous membership; then one that
+        works, and its netdev_del."""
+        good = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        busy = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        # A ring set up already: QEMU's PACKET_VERSION fails with EBUSY.
+        busy.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        busy.setsockopt(SOL_PACKET, PACKET_RX_RING,
+                        struct.pack('7I', 4096, 1, 2048, 2, 0, 0, 0))
+        try:
+            for _ in range(rounds):
+                vm.send_fd_scm(fd=good.fileno())
+                vm.cmd('getfd', fdname='q0')
+                vm.send_fd_scm(fd=busy.fileno())
+                vm.cmd('getfd', fdname='q1')
+                r = vm.qmp('netdev_add', type='af-packet', id='n0',
+                           ifname='vq0', fds='q0:q1')
+                self.assertIn('af-packet', r['error']['desc'])
+                r = vm.qmp('netdev_add', type='af-packet', id='n0',
+                           ifname='nosuchif0')
+                self.assertIn("no interface 'nosuchif0'", r['error']['desc'])
+                yield
+            vm.cmd('netdev_add', type='af-packet', id='n1', ifname='vq0')
+            vm.cmd('netdev_del', id='n1')
+            yield
+        finally:
+            good.close()
+            busy.close()
+
+    def test_failed_netdev_add_leaks_nothing(self):
+        """Failed netdev_add leaves nothing behind: no fd, no mapping, no
+        promiscuous membership."""
         qns, peer = self.veth()
         vm = self.ns_vm(qns, 'leak')
         vm.set_machine('none')
@@ -227,29 +301,43 @@ class NetdevAFPacket(TrafficTest):
                 maps = sum(1 for l in f if 'socket:' in l or 'packet' in l)
             return fds, maps, self.if_flags(qns, 'vq0') & IFF_PROMISC
 
-        good = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        busy = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        # A ring set up already: QEMU's PACKET_VERSION fails with EBUSY.
-        busy.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-        busy.setsockopt(SOL_PACKET, PACKET_RX_RING,
-                        struct.pack('7I', 4096, 1, 2048, 2, 0, 0, 0))
         base = resources()
-        for _ in range(3):
-            vm.send_fd_scm(fd=good.fileno())
-            vm.cmd('getfd', fdname='q0')
-            vm.send_fd_scm(fd=busy.fileno())
-            vm.cmd('getfd', fdname='q1')
-            r = vm.qmp('netdev_add', type='af-packet', id='n0',
-                       ifname='vq0', fds='q0:q1')
-            self.assertIn('error', r)
-            self.assertIn('af-packet', r['error']['desc'])
+        for _ in self.failing_netdev_adds(vm, 3):
             self.assertEqual(resources(), base)
-        r = vm.qmp('netdev_add', type='af-packet', id='n1', ifname='vq0')
-        self.assertNotIn('error', r)
-        vm.cmd('netdev_del', id='n1')
-        self.assertEqual(resources(), base)
-        good.close()
-        busy.close()
+
+    def test_error_paths_under_valgrind(self):
+        """The same failures under valgrind: no memory definitely lost in
+        the af-packet backend or the net statistics, no fd left open."""
+        if not shutil.which('valgrind'):
+            if os.getenv('QEMU_TEST_TRAFFIC_STRICT'):
+                self.fail('valgrind is not installed')
+            self.skipTest('valgrind is not installed')
+        qns, peer = self.veth()
+        log = self.log_file('valgrind.log')
+        vm = QEMUMachine(self.qemu_bin, name='valgrind',
+                         wrapper=qns.prefix() + [
+                             'valgrind', '--leak-check=full',
+                             '--show-leak-kinds=definite',
+                             '--track-fds=yes', '--log-file=' + log],
+                         base_temp_dir=self.workdir, log_dir=self.log_file(),
+                         qmp_timer=300)
+        self._vms['valgrind'] = vm
+        vm.set_machine('none')
+        vm.launch()
+        for _ in self.failing_netdev_adds(vm, 2):
+            pass
+        vm.shutdown(timeout=300)
+        with open(log) as f:
+            text = f.read()
+        self.assertIn('LEAK SUMMARY', text)
+        lost = [b for b in re.split(r'\n==\d+== \n', text)
+                if 'definitely lost' in b and
+                re.search(r'af_packet|net_stats', b)]
+        self.assertEqual(lost, [], '\n'.join(lost))
+        # Sockets open at exit: no packet socket (pf-17) and no rtnetlink
+        # socket (pf-16) of a netdev that is gone.
+        self.assertIn('FILE DESCRIPTORS', text)
+        self.assertNotRegex(text, r'Open pf-1[67] socket')
 
 
 if __name__ == '__main__':
