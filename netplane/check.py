@@ -3,7 +3,9 @@
 """
 netplane's test runner (make check).
 
-Runs, against the netplane build of QEMU:
+Runs:
+  - configure's handling of bad input (netplane/test-configure.sh)
+and, against the netplane build of QEMU:
   - upstream's virtio-net qtests (qos-test, virtio-net nodes)
   - netplane's qtests (every tests/qtest/*-test.c that netplane adds and
     registers in tests/qtest/meson.build)
@@ -102,7 +104,7 @@ def netplane_files():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
-    ap.add_argument('--only', choices=['qtest', 'functional'])
+    ap.add_argument('--only', choices=['configure', 'qtest', 'functional'])
     ap.add_argument('-k', dest='pattern', help='only suites matching this')
     args = ap.parse_args()
 
@@ -115,6 +117,10 @@ def main():
     files = netplane_files()
 
     suites = []
+    if args.only in (None, 'configure'):
+        suites.append(('configure bad input',
+                       [os.path.join(ROOT, 'netplane', 'test-configure.sh')],
+                       dict(os.environ), 300))
     if args.only in (None, 'qtest'):
         env = dict(os.environ, QTEST_QEMU_BINARY=qemu,
                    QTEST_QEMU_STORAGE_DAEMON_BINARY='/bin/false',
