@@ -92,6 +92,7 @@ typedef struct AFPacketState {
     AFPacketTxSlot tx[AF_PACKET_TX_BATCH];
     unsigned int tx_head;       /* first slot not yet sent */
     unsigned int tx_count;      /* slots filled */
+    bool tx_blocked;            /* the peer was told to queue */
 
     AFPacketStats stats;
     AFPacketLink *link;         /* queue 0 only */
@@ -514,8 +515,11 @@ static void af_packet_tx_flush(AFPacketState *s)
     }
     s->tx_head = 0;
     af_packet_write_poll(s, false);
-    /* Room again: take what the peer queued while we were full. */
-    qemu_flush_queued_packets(&s->nc);
+    if (s->tx_blocked) {
+        /* Room again: take what the peer queued while we were full. */
+        s->tx_blocked = false;
+        qemu_flush_queued_packets(&s->nc);
+    }
 }
 
 /* Context: backend */
@@ -556,11 +560,11 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
         return size;
     }
     if (s->tx_head + s->tx_count == AF_PACKET_TX_BATCH) {
-        if (s->write_poll) {
-            return 0;
+        if (!s->write_poll) {
+            af_packet_tx_flush(s);
         }
-        af_packet_tx_flush(s);
         if (s->tx_head + s->tx_count == AF_PACKET_TX_BATCH) {
+            s->tx_blocked = true;
             return 0;
         }
     }

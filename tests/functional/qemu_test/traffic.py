@@ -10,6 +10,7 @@
 # vmlinuz, initramfs.cpio.gz and nptraffic-host.
 
 import os
+import re
 import select
 import shlex
 import shutil
@@ -32,10 +33,23 @@ def parse_kv(line):
     return out
 
 
+def reap_stale_namespaces():
+    """Delete namespaces that a killed run of ours left behind (named
+    PREFIX-PID-XXXXXX, with PID no longer running)."""
+    out = subprocess.run(['ip', 'netns', 'list'], capture_output=True,
+                         text=True).stdout
+    for line in out.splitlines():
+        m = re.match(r'^([a-z]+-(\d+)-[0-9a-f]{6})\b', line)
+        if m and not os.path.exists('/proc/%s' % m.group(2)):
+            subprocess.run(['ip', 'netns', 'delete', m.group(1)],
+                           capture_output=True)
+
+
 class NetNamespace:
     """A network namespace that this test created and will delete."""
 
     def __init__(self, prefix='qt'):
+        reap_stale_namespaces()
         self.name = '%s-%d-%s' % (prefix, os.getpid(), uuid.uuid4().hex[:6])
         self.procs = []
         subprocess.run(['ip', 'netns', 'add', self.name], check=True)
@@ -178,14 +192,48 @@ class TrafficTest(QemuSystemTest):
                 if line.startswith(until):
                     return line
 
-    def run_guest(self, vm, timeout=240):
+    # Both directions: paced UDP (nothing may be lost), UDP as fast as
+    # each side can (loss is possible, damage is not), TCP streams, and
+    # UDP request/response.
+    STANDARD_TRAFFIC = ['udp-tx:1400:2:1000', 'udp-rx:1400:2:1000',
+                        'udp-tx:64:2', 'udp-rx:64:2',
+                        'tcp-tx:2', 'tcp-rx:2', 'rr:64:2']
+
+    def standard_traffic_cmdline(self, guest_ip, server_ip):
+        return self.guest_cmdline(
+            guest_ip,
+            run=['nptraffic', 'client', '--server', server_ip, '--irq'] +
+            self.STANDARD_TRAFFIC,
+            extra='np.wait=' + server_ip)
+
+    def assert_standard_traffic(self, res):
+        self.assert_udp_intact(res['udp-tx:1400'], lossless=True)
+        self.assert_udp_intact(res['udp-rx:1400'], lossless=True)
+        self.assert_udp_intact(res['udp-tx:64'])
+        self.assert_udp_intact(res['udp-rx:64'])
+        self.assert_tcp_intact(res['tcp-tx:0'])
+        self.assert_tcp_intact(res['tcp-rx:0'])
+        self.assertGreater(int(res['rr:64']['trans']), 10)
+        # The guest took interrupts for what it received.
+        self.assertGreater(int(res['udp-rx:1400']['irq_rx']), 0)
+
+    def launch_idle_guest(self, vm, guest_ip):
+        """Launch @vm with a guest that only configures its network."""
+        vm.add_args('-append', self.guest_cmdline(guest_ip,
+                                                  extra='np.idle=1'))
+        vm.launch()
+        self.read_console(vm, 'NPGUEST ready', 180)
+
+    def run_guest(self, vm, timeout=240, wait=True):
         """Launch @vm, wait for the guest's command to finish, and return
-        the NPRESULT lines it printed, parsed."""
+        the NPRESULT lines it printed, parsed, by "test:size".  With
+        @wait, also wait for QEMU to exit."""
         vm.launch()
         exit_line = self.read_console(vm, 'NPGUEST exit=', timeout)
         results = [parse_kv(l) for l in self.console_lines
                    if l.startswith('NPRESULT ')]
-        vm.wait(timeout=30)
+        if wait:
+            vm.wait(timeout=30)
         self.assertEqual(parse_kv(exit_line).get('exit'), '0',
                          'guest command failed:\n%s'
                          % '\n'.join(self.console_lines[-30:]))

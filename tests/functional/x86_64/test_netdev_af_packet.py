@@ -91,28 +91,11 @@ class NetdevAFPacket(TrafficTest):
             '-netdev', 'af-packet,id=net0,ifname=vq0' + netdev_opts,
             '-device', device + ',netdev=net0,id=nic0',
             '-action', 'shutdown=pause')
-        vm.add_args('-append', self.guest_cmdline(
-            self.GUEST,
-            run=['nptraffic', 'client', '--server', self.PEER,
-                 'udp-tx:1400:2:1000', 'udp-rx:1400:2:1000',
-                 'udp-tx:64:2', 'udp-rx:64:2',
-                 'tcp-tx:2', 'tcp-rx:2', 'rr:64:2'],
-            extra='np.wait=' + self.PEER))
-        vm.launch()
-        exit_line = self.read_console(vm, 'NPGUEST exit=', 240)
-        self.assertIn('exit=0', exit_line,
-                      '\n'.join(self.console_lines[-30:]))
+        vm.add_args('-append', self.standard_traffic_cmdline(self.GUEST,
+                                                             self.PEER))
+        res = self.run_guest(vm, wait=False)
         self.assertEqual(server.wait(timeout=30), 0)
-        res = {r['test'] + ':' + r.get('size', ''): r
-               for r in (self.parse(l) for l in self.console_lines
-                         if l.startswith('NPRESULT '))}
-        self.assert_udp_intact(res['udp-tx:1400'], lossless=True)
-        self.assert_udp_intact(res['udp-rx:1400'], lossless=True)
-        self.assert_udp_intact(res['udp-tx:64'])
-        self.assert_udp_intact(res['udp-rx:64'])
-        self.assert_tcp_intact(res['tcp-tx:0'])
-        self.assert_tcp_intact(res['tcp-rx:0'])
-        self.assertGreater(int(res['rr:64']['trans']), 10)
+        self.assert_standard_traffic(res)
 
         # The guest is paused now (shutdown=pause): nothing moves.
         st = self.query_stats(vm, queues)
@@ -129,11 +112,6 @@ class NetdevAFPacket(TrafficTest):
         self.assertIn('type=af-packet', info)
         self.assertIn('rx-packets=', info)
         return st
-
-    @staticmethod
-    def parse(line):
-        from qemu_test.traffic import parse_kv
-        return parse_kv(line)
 
     def test_traffic_both_directions(self):
         self.run_traffic('')
@@ -154,10 +132,7 @@ class NetdevAFPacket(TrafficTest):
         dropped and counted, never delivered cut short."""
         qns, peer = self.veth()
         vm = self.af_packet_vm(qns)
-        vm.add_args('-append', self.guest_cmdline(self.GUEST,
-                                                  extra='np.idle=1'))
-        vm.launch()
-        self.read_console(vm, 'NPGUEST ready', 180)
+        self.launch_idle_guest(vm, self.GUEST)
         before = self.query_stats(vm)
         # 8 segments of 1000 bytes in one UDP_SEGMENT (GSO) send.
         peer.run('python3', '-c', """
@@ -179,10 +154,7 @@ s.sendto(b'x' * 8000, ('10.78.0.2', 9))
     def test_promisc_and_cleanup(self):
         qns, peer = self.veth()
         vm = self.af_packet_vm(qns)
-        vm.add_args('-append', self.guest_cmdline(self.GUEST,
-                                                  extra='np.idle=1'))
-        vm.launch()
-        self.read_console(vm, 'NPGUEST ready', 180)
+        self.launch_idle_guest(vm, self.GUEST)
         self.assertTrue(self.if_flags(qns, 'vq0') & IFF_PROMISC)
         # Frames for another MAC reach the backend (counted) in promisc.
         before = self.query_stats(vm)['rx-packets']
@@ -197,10 +169,7 @@ s.sendto(b'x' * 8000, ('10.78.0.2', 9))
                          'promiscuous mode left on after QEMU quit')
 
         vm2 = self.af_packet_vm(qns, ',promisc=off', name='nopromisc')
-        vm2.add_args('-append', self.guest_cmdline(self.GUEST,
-                                                   extra='np.idle=1'))
-        vm2.launch()
-        self.read_console(vm2, 'NPGUEST ready', 180)
+        self.launch_idle_guest(vm2, self.GUEST)
         self.assertFalse(self.if_flags(qns, 'vq0') & IFF_PROMISC)
 
     def test_link_follows_interface(self):
@@ -208,10 +177,7 @@ s.sendto(b'x' * 8000, ('10.78.0.2', 9))
         takes the link down and QEMU keeps running."""
         qns, peer = self.veth()
         vm = self.af_packet_vm(qns)
-        vm.add_args('-append', self.guest_cmdline(self.GUEST,
-                                                  extra='np.idle=1'))
-        vm.launch()
-        self.read_console(vm, 'NPGUEST ready', 180)
+        self.launch_idle_guest(vm, self.GUEST)
         ping = peer.run('ping', '-c', '3', '-W', '5', '10.78.0.2',
                         check=False)
         self.assertEqual(ping.returncode, 0, ping.stdout)

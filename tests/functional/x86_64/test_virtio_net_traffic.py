@@ -32,27 +32,11 @@ class VirtioNetTraffic(TrafficTest):
             ns,
             '-netdev', 'tap,id=net0,ifname=tap0,script=no,downscript=no',
             '-device', 'virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56')
-        vm.add_args('-append', self.guest_cmdline(
-            '10.77.0.2/24',
-            run=['nptraffic', 'client', '--server', '10.77.0.1', '--irq',
-                 'udp-tx:1400:2:1000', 'udp-rx:1400:2:1000',
-                 'udp-tx:64:2', 'udp-rx:64:2',
-                 'tcp-tx:2', 'tcp-rx:2', 'rr:64:2'],
-            extra='np.wait=10.77.0.1'))
+        vm.add_args('-append', self.standard_traffic_cmdline('10.77.0.2/24',
+                                                             '10.77.0.1'))
         res = self.run_guest(vm)
         self.assertEqual(server.wait(timeout=30), 0)
-
-        # Paced at 1000 packets/s: nothing may be lost either way.
-        self.assert_udp_intact(res['udp-tx:1400'], lossless=True)
-        self.assert_udp_intact(res['udp-rx:1400'], lossless=True)
-        # As fast as each side can: loss is possible, damage is not.
-        self.assert_udp_intact(res['udp-tx:64'])
-        self.assert_udp_intact(res['udp-rx:64'])
-        self.assert_tcp_intact(res['tcp-tx:0'])
-        self.assert_tcp_intact(res['tcp-rx:0'])
-        self.assertGreater(int(res['rr:64']['trans']), 10)
-        # The guest took interrupts for what it received.
-        self.assertGreater(int(res['udp-rx:1400']['irq_rx']), 0)
+        self.assert_standard_traffic(res)
 
     def test_link_down_stops_traffic(self):
         """set_link off on the NIC: paced UDP from the guest must not
@@ -65,10 +49,7 @@ class VirtioNetTraffic(TrafficTest):
             '-netdev', 'tap,id=net0,ifname=tap0,script=no,downscript=no',
             '-device', 'virtio-net-pci,netdev=net0,id=nic0')
         # Without np.run the guest idles until we ping it.
-        vm.add_args('-append', self.guest_cmdline('10.77.0.2/24',
-                                                  extra='np.idle=1'))
-        vm.launch()
-        self.read_console(vm, 'NPGUEST ready', 180)
+        self.launch_idle_guest(vm, '10.77.0.2/24')
         ping = ns.run('ping', '-c', '3', '-W', '5', '10.77.0.2', check=False)
         self.assertEqual(ping.returncode, 0, ping.stdout)
         vm.cmd('set_link', name='nic0', up=False)
