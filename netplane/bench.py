@@ -181,7 +181,7 @@ def plot(summary, names, tests, path):
                'delivered' if t.startswith('udp-burst') else 'pps')
               for t in tests]
     panels += [(t, 'cpu_us_per_pkt_main') for t in tests
-               if not t.startswith('rr')][:2]
+               if t.startswith('udp-tx') or t.startswith('udp-rx')][:2]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
     for ax, (test, key) in zip(axes, panels):
         meds, errs = [], [[], []]
