@@ -262,7 +262,9 @@ cmd_export() {
     src=$1
     local out=$2 build_each=${3:-} wt p files f n errors=0
     [ -d "$src/.git" ] || die "$src is not prepared: run ./configure"
-    wt=$(dirname "$src")/series-tree
+    # series-work/src and series-work/qemu: the same relative layout as
+    # src and qemu, so that ccache serves the prefix builds.
+    wt=$(dirname "$src")/series-work/src
     git_src worktree remove --force "$wt" 2>/dev/null || rm -rf "$wt"
     git_src worktree prune
     git_src worktree add -q --detach "$wt" netplane-base
@@ -324,7 +326,7 @@ EOF
 
     if [ -n "$build_each" ]; then
         local bdir sha
-        bdir=$(dirname "$src")/series-build
+        bdir=$(dirname "$src")/series-work/qemu
         for sha in $(git -C "$wt" rev-list --reverse netplane-base..HEAD); do
             git -C "$wt" checkout -q "$sha"
             echo "tree.sh: building $(git -C "$wt" log -1 --format=%s "$sha")"
@@ -334,7 +336,8 @@ EOF
                 (cd "$bdir" && eval "\"$wt/configure\" --python=/usr/bin/python3 $build_each") ||
                     die "configure failed at $sha"
             fi
-            ninja -C "$bdir" qemu-system-x86_64 >/dev/null ||
+            ninja -C "$bdir" qemu-system-x86_64 tests/qtest/qos-test \
+                >/dev/null ||
                 die "the series does not build at $(git -C "$wt" log -1 --format=%s "$sha")"
         done
         echo "tree.sh: every prefix of the series builds"
