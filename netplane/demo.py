@@ -18,6 +18,10 @@ def main():
     ap.add_argument('--build', default=os.path.join(harness.ROOT, 'build'))
     ap.add_argument('--secs', type=int, default=3)
     ap.add_argument('--device', default='virtio-net-pci')
+    ap.add_argument('--backend', default='tap', choices=['tap', 'af-packet'],
+                    help='tap in the namespace, or af-packet on a veth leg')
+    ap.add_argument('--netdev-opts', default='',
+                    help="extra backend options, e.g. ',vnet-hdr=on'")
     args = ap.parse_args()
 
     s = args.secs
@@ -27,12 +31,17 @@ def main():
     qemu = os.path.join(args.build, 'qemu', 'qemu-system-x86_64')
     logpath = os.path.join(args.build, 'demo-console.log')
     print('demo: booting the tiny guest on %s' % qemu)
-    print('demo: %s on tap in a private network namespace, guest %s, '
-          'peer %s' % (args.device, harness.GUEST_IP, harness.HOST_IP))
+    print('demo: %s on %s in a private network namespace, guest %s, '
+          'peer %s' % (args.device, args.backend if args.backend == 'tap'
+                       else 'af-packet (a veth leg; the peer in a second '
+                       'namespace)', harness.GUEST_IP, harness.HOST_IP))
     with open(logpath, 'w') as log:
         try:
             run = harness.GuestRun(qemu, os.path.join(args.build, 'guest'),
-                                   tests, device=args.device, log=log).run()
+                                   tests, device=args.device,
+                                   backend=args.backend,
+                                   netdev_opts=args.netdev_opts,
+                                   log=log).run()
         except RuntimeError as e:
             print('demo: FAILED: %s' % e)
             return 1
