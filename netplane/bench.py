@@ -82,6 +82,11 @@ def metrics(res):
               'tx-errors'):
         if k in res.get('_backend', {}):
             m['ap_' + k] = res['_backend'][k]
+    if '_softnet' in res:
+        m['softnet_dropped'] = res['_softnet']
+    for k in ('udp_rcvbuf_errors', 'udp_in_errors'):
+        if k in res:
+            m['guest_' + k] = float(res[k])
     if test == 'udp-burst':
         m['delivered'] = n
         m['guest_lost'] = float(res.get('lost', 0))
@@ -116,6 +121,8 @@ def table(summary, names, tests):
             cols = [('delivered', 'delivered', 0),
                     ('not delivered (end to end)', 'guest_lost', 0),
                     ('host link drops', 'tap_tx_dropped', 0),
+                    ('host backlog drops', 'softnet_dropped', 0),
+                    ('guest UDP buffer drops', 'guest_udp_rcvbuf_errors', 0),
                     ('af-packet rx-dropped', 'ap_rx-dropped', 0),
                     ('af-packet ring-full', 'ap_rx-ring-full', 0)]
             lines.append('| variant | ' + ' | '.join(c[0] for c in cols) +

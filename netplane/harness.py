@@ -89,6 +89,16 @@ def udp_stats(ns):
             'udp_in_errors': d.get('InErrors', 0)}
 
 
+def softnet_dropped():
+    """Frames the host dropped because a CPU's input backlog was full
+    (netdev_max_backlog), summed over CPUs: /proc/net/softnet_stat."""
+    total = 0
+    with open('/proc/net/softnet_stat') as f:
+        for line in f:
+            total += int(line.split()[1], 16)
+    return total
+
+
 def delta(after, before):
     if isinstance(after, dict):
         return {k: delta(v, before.get(k, 0 if not isinstance(v, (dict, list))
@@ -208,6 +218,9 @@ class GuestRun:
     def snapshot(self, peer, pid):
         return {'time': time.monotonic(), 'threads': thread_stats(pid),
                 'tap': link_stats(peer, self.host_dev), 'udp': udp_stats(peer),
+                'qlink': (link_stats(self.qns, 'vq0')
+                          if self.backend != 'tap' else {}),
+                'softnet': softnet_dropped(),
                 'backend': (backend_stats(self.qmp)
                             if self.backend != 'tap' else {})}
 
@@ -219,6 +232,7 @@ class GuestRun:
         try:
             qns = NetNamespace('npb')
             namespaces.append(qns)
+            self.qns = qns
             if self.backend == 'tap':
                 peer = qns
                 qns.add_tap('tap0', HOST_IP + '/24')
@@ -296,7 +310,15 @@ class GuestRun:
                     self.phases[name] = (begin, end)
                     begin = None
                 elif line.startswith('NPRESULT '):
-                    self.results.append(self._merge(parse_kv(line)))
+                    # Drop counters up to here: the receiver's drain, after
+                    # NPPHASE end, is when late frames are counted.  After
+                    # the last test QEMU may be gone already (the console
+                    # is read late): then the phase's end has to do.
+                    try:
+                        done = self.snapshot(ns, proc.pid)
+                    except (OSError, RuntimeError):
+                        done = None
+                    self.results.append(self._merge(parse_kv(line), done))
                 elif line.startswith('NPGUEST exit='):
                     if parse_kv(line).get('exit') != '0':
                         raise RuntimeError('guest command failed:\n%s'
@@ -305,14 +327,18 @@ class GuestRun:
                 elif line.startswith('NPGUEST error='):
                     raise RuntimeError(line)
 
-    def _merge(self, res):
-        """Attach QEMU thread and host drop counters of the test's phase."""
+    def _merge(self, res, done):
+        """Attach QEMU's thread times over the test's traffic phase, and
+        the drop counters from its start until its result (@done)."""
         phase = self.phases.pop(res.get('test'), None)
         if phase:
             begin, end = phase
+            done = done or end
             res['_threads'] = delta(end['threads'], begin['threads'])
-            res['_tap'] = delta(end['tap'], begin['tap'])
-            res['_udp'] = delta(end['udp'], begin['udp'])
-            res['_backend'] = delta(end['backend'], begin['backend'])
             res['_wall'] = end['time'] - begin['time']
+            res['_tap'] = delta(done['tap'], begin['tap'])
+            res['_udp'] = delta(done['udp'], begin['udp'])
+            res['_softnet'] = done['softnet'] - begin['softnet']
+            res['_qlink'] = delta(done['qlink'], begin['qlink'])
+            res['_backend'] = delta(done['backend'], begin['backend'])
         return res
