@@ -209,6 +209,7 @@ void af_packet_get_stats(NetClientState *nc, AFPacketStats *stats)
 
 /* ---- receive: interface -> guest ---- */
 
+/* Context: backend */
 static inline struct tpacket_block_desc *af_packet_block(AFPacketState *s,
                                                          unsigned int i)
 {
@@ -332,6 +333,36 @@ static void af_packet_clear_error(AFPacketState *s)
 }
 
 /*
+ * Hand one accepted frame (@frame follows its virtio-net header, if any)
+ * to the peer, completing a partial checksum first.  Returns false when
+ * the peer queued it: reading pauses until af_packet_rx_done().
+ *
+ * Context: backend
+ */
+static bool af_packet_deliver(AFPacketState *s, uint8_t *frame, size_t len,
+                              bool csum_partial)
+{
+    size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
+    struct iovec iov = {
+        .iov_base = frame - hdr_len,
+        .iov_len = len + hdr_len,
+    };
+
+    if (!s->vnet_hdr && csum_partial) {
+        /* A locally generated frame with a partial checksum. */
+        net_checksum_calculate(frame, len, CSUM_TCP | CSUM_UDP);
+    }
+    s->stats.rx_packets++;
+    s->stats.rx_bytes += len;
+    if (qemu_sendv_packet_async(&s->nc, &iov, 1, af_packet_rx_done) == 0) {
+        s->stats.rx_peer_full++;
+        af_packet_read_poll(s, false);
+        return false;
+    }
+    return true;
+}
+
+/*
  * Hand ready frames to the peer, at most AF_PACKET_RX_BATCH per call.
  * When the peer queues one (it cannot take more), stop reading until
  * af_packet_rx_done().
@@ -342,7 +373,6 @@ static void af_packet_rx(void *opaque)
 {
     AFPacketState *s = opaque;
     unsigned int n = 0;
-    size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
 
     if (!s->ring) {
         af_packet_rx_socket(s);
@@ -351,28 +381,18 @@ static void af_packet_rx(void *opaque)
     while (n < AF_PACKET_RX_BATCH && s->read_poll && af_packet_ready(s)) {
         struct tpacket3_hdr *h = s->pkt;
         uint8_t *frame = (uint8_t *)h + h->tp_mac;
-        struct iovec iov;
-        ssize_t sent;
+        bool delivered;
 
         n++;
         if (!af_packet_rx_acceptable(s, frame, h->tp_len, h->tp_snaplen)) {
             af_packet_next_pkt(s);
             continue;
         }
-        if (!s->vnet_hdr && (h->tp_status & TP_STATUS_CSUMNOTREADY)) {
-            /* A locally generated frame with a partial checksum. */
-            net_checksum_calculate(frame, h->tp_snaplen, CSUM_TCP | CSUM_UDP);
-        }
-        iov.iov_base = frame - hdr_len;
-        iov.iov_len = h->tp_snaplen + hdr_len;
-        s->stats.rx_packets++;
-        s->stats.rx_bytes += h->tp_snaplen;
-        sent = qemu_sendv_packet_async(&s->nc, &iov, 1, af_packet_rx_done);
+        delivered = af_packet_deliver(s, frame, h->tp_snaplen,
+                                      h->tp_status & TP_STATUS_CSUMNOTREADY);
         /* A queued packet was copied: the ring slot can go back either way. */
         af_packet_next_pkt(s);
-        if (sent == 0) {
-            s->stats.rx_peer_full++;
-            af_packet_read_poll(s, false);
+        if (!delivered) {
             break;
         }
     }
@@ -409,7 +429,7 @@ static void af_packet_rx_socket(AFPacketState *s)
         };
         struct cmsghdr *cmsg;
         uint32_t status = 0;
-        ssize_t len, sent;
+        ssize_t len;
 
         len = recvmsg(s->fd, &msg, MSG_DONTWAIT | MSG_TRUNC);
 
@@ -440,16 +460,8 @@ static void af_packet_rx_socket(AFPacketState *s)
                 status = aux.tp_status;
             }
         }
-        if (!s->vnet_hdr && (status & TP_STATUS_CSUMNOTREADY)) {
-            net_checksum_calculate(s->rxbuf, len, CSUM_TCP | CSUM_UDP);
-        }
-        s->stats.rx_packets++;
-        s->stats.rx_bytes += len - hdr_len;
-        sent = qemu_send_packet_async(&s->nc, s->rxbuf, len,
-                                      af_packet_rx_done);
-        if (sent == 0) {
-            s->stats.rx_peer_full++;
-            af_packet_read_poll(s, false);
+        if (!af_packet_deliver(s, s->rxbuf + hdr_len, len - hdr_len,
+                               status & TP_STATUS_CSUMNOTREADY)) {
             break;
         }
     }
