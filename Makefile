@@ -41,11 +41,11 @@ $(QEMU_BUILD)/build.ninja:
 # The source tree follows patches/ and the new files on every build.
 qemu: $(QEMU_BUILD)/build.ninja
 	@netplane/tree.sh sync $(BUILD)/src
-	$(NINJA) -C $(QEMU_BUILD) qemu-system-x86_64
+	flock $(BUILD)/.ninja.lock $(NINJA) -C $(QEMU_BUILD) qemu-system-x86_64
 	@netplane/firmware.sh $(QEMU_BUILD)
 
 qtests: qemu
-	$(NINJA) -C $(QEMU_BUILD) tests/qtest/qos-test
+	flock $(BUILD)/.ninja.lock $(NINJA) -C $(QEMU_BUILD) tests/qtest/qos-test
 
 guest:
 	@netplane/guest/build.sh $(GUEST)

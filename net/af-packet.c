@@ -26,6 +26,7 @@
 #include "net/af-packet.h"
 #include "net/checksum.h"
 #include "net/net.h"
+#include "net/net-aio.h"
 #include "net/net-stats.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-net.h"
@@ -113,6 +114,7 @@ static void af_packet_rx(void *opaque);
 static void af_packet_writable(void *opaque);
 static void af_packet_rx_socket(AFPacketState *s);
 static bool af_packet_if_up(const char *ifname);
+static bool af_packet_ready(AFPacketState *s);
 
 /* Context: any */
 static inline AFPacketState *af_packet_state(NetClientState *nc)
@@ -122,18 +124,53 @@ static inline AFPacketState *af_packet_state(NetClientState *nc)
 }
 
 /*
+ * Counters have one writer each (the backend's AioContext, or the BQL
+ * holder for the kernel's counters) and are read from the main loop.
+ *
+ * Context: the counter's writer
+ */
+static inline void af_packet_count(uint64_t *counter, uint64_t n)
+{
+    qatomic_set__nocheck(counter, qatomic_read__nocheck(counter) + n);
+}
+
+/*
+ * IOThread polling (poll-max-ns): a ring block handed to user space is
+ * visible without a system call.  Without a ring, only the file
+ * descriptor tells; say "nothing" rather than keep the AioContext from
+ * polling its other handlers (the virtqueues).
+ *
+ * Context: the backend's AioContext
+ */
+static bool af_packet_rx_poll(void *opaque)
+{
+    AFPacketState *s = opaque;
+
+    return s->ring && af_packet_ready(s);
+}
+
+/* Context: the backend's AioContext */
+static void af_packet_rx_poll_ready(void *opaque)
+{
+    af_packet_rx(opaque);
+}
+
+/*
  * The one place that registers the socket's handlers.  The backend's
- * AioContext is the main loop's iohandler context unless it was moved with
- * af_packet_set_aio_context().
+ * AioContext is the main loop's iohandler context unless a device moved
+ * it to an IOThread (af_packet_set_aio_context()).
  *
  * Context: the backend's AioContext
  */
 static void af_packet_update_fd_handler(AFPacketState *s)
 {
+    bool rx = s->read_poll && !s->gone;
+
     aio_set_fd_handler(s->ctx, s->fd,
-                       s->read_poll && !s->gone ? af_packet_rx : NULL,
+                       rx ? af_packet_rx : NULL,
                        s->write_poll && !s->gone ? af_packet_writable : NULL,
-                       NULL, NULL, s);
+                       rx ? af_packet_rx_poll : NULL,
+                       rx ? af_packet_rx_poll_ready : NULL, s);
 }
 
 /* Context: the backend's AioContext */
@@ -164,12 +201,11 @@ static void af_packet_poll(NetClientState *nc, bool enable)
 }
 
 /*
- * Move the backend's fd handlers to @ctx.  The
- * caller makes sure that nothing runs in the old context meanwhile.
+ * Move the backend's fd handlers to @ctx; see include/net/net-aio.h.
  *
- * Context: BQL held
+ * Context: the backend's current AioContext
  */
-void af_packet_set_aio_context(NetClientState *nc, AioContext *ctx)
+static void af_packet_set_aio_context(NetClientState *nc, AioContext *ctx)
 {
     AFPacketState *s = af_packet_state(nc);
 
@@ -193,8 +229,8 @@ static void af_packet_update_kernel_stats(AFPacketState *s)
 
     if (s->fd >= 0 &&
         getsockopt(s->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
-        s->stats.rx_dropped += st.tp_drops;
-        s->stats.rx_ring_full += st.tp_freeze_q_cnt;
+        af_packet_count(&s->stats.rx_dropped, st.tp_drops);
+        af_packet_count(&s->stats.rx_ring_full, st.tp_freeze_q_cnt);
     }
 }
 
@@ -202,9 +238,14 @@ static void af_packet_update_kernel_stats(AFPacketState *s)
 void af_packet_get_stats(NetClientState *nc, AFPacketStats *stats)
 {
     AFPacketState *s = af_packet_state(nc);
+    const uint64_t *from = (const uint64_t *)&s->stats;
+    uint64_t *to = (uint64_t *)stats;
 
+    QEMU_BUILD_BUG_ON(sizeof(*stats) % sizeof(uint64_t));
     af_packet_update_kernel_stats(s);
-    *stats = s->stats;
+    for (size_t i = 0; i < sizeof(*stats) / sizeof(uint64_t); i++) {
+        to[i] = qatomic_read__nocheck(&from[i]);
+    }
 }
 
 /* ---- receive: interface -> guest ---- */
@@ -278,7 +319,7 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
     uint8_t gso = VIRTIO_NET_HDR_GSO_NONE;
 
     if (caplen < len) {
-        s->stats.rx_truncated++;
+        af_packet_count(&s->stats.rx_truncated, 1);
         trace_af_packet_rx_drop(s->nc.name, "truncated", len);
         return false;
     }
@@ -289,7 +330,7 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
     }
     if (gso == VIRTIO_NET_HDR_GSO_NONE) {
         if (len > s->mtu + AF_PACKET_L2_OVERHEAD) {
-            s->stats.rx_oversize++;
+            af_packet_count(&s->stats.rx_oversize, 1);
             trace_af_packet_rx_drop(s->nc.name, "oversize", len);
             return false;
         }
@@ -300,7 +341,7 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
         (gso == VIRTIO_NET_HDR_GSO_UDP && !s->offloads.ufo) ||
         (gso == VIRTIO_NET_HDR_GSO_UDP_L4 &&
          !(s->offloads.uso4 && s->offloads.uso6))) {
-        s->stats.rx_oversize++;
+        af_packet_count(&s->stats.rx_oversize, 1);
         trace_af_packet_rx_drop(s->nc.name, "gso-refused", len);
         return false;
     }
@@ -352,10 +393,10 @@ static bool af_packet_deliver(AFPacketState *s, uint8_t *frame, size_t len,
         /* A locally generated frame with a partial checksum. */
         net_checksum_calculate(frame, len, CSUM_TCP | CSUM_UDP);
     }
-    s->stats.rx_packets++;
-    s->stats.rx_bytes += len;
+    af_packet_count(&s->stats.rx_packets, 1);
+    af_packet_count(&s->stats.rx_bytes, len);
     if (qemu_sendv_packet_async(&s->nc, &iov, 1, af_packet_rx_done) == 0) {
-        s->stats.rx_peer_full++;
+        af_packet_count(&s->stats.rx_peer_full, 1);
         af_packet_read_poll(s, false);
         return false;
     }
@@ -500,18 +541,19 @@ static void af_packet_writable(void *opaque)
         ret = RETRY_ON_EINTR(sendmmsg(s->fd, msgs, n, MSG_DONTWAIT));
         if (ret < 0) {
             if (errno == EAGAIN || errno == ENOBUFS) {
-                s->stats.tx_busy++;
+                af_packet_count(&s->stats.tx_busy, 1);
                 af_packet_write_poll(s, true);
                 return;
             }
             /* The first frame was refused: drop it, go on with the rest. */
-            s->stats.tx_errors++;
+            af_packet_count(&s->stats.tx_errors, 1);
             trace_af_packet_tx_error(s->nc.name, errno);
             ret = 1;
         } else {
             for (i = 0; i < ret; i++) {
-                s->stats.tx_packets++;
-                s->stats.tx_bytes += s->tx[s->tx_head + i].size;
+                af_packet_count(&s->stats.tx_packets, 1);
+                af_packet_count(&s->stats.tx_bytes,
+                                s->tx[s->tx_head + i].size);
             }
         }
         for (i = 0; i < ret; i++) {
@@ -548,11 +590,11 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
     unsigned int slot;
 
     if (s->gone) {
-        s->stats.tx_errors++;
+        af_packet_count(&s->stats.tx_errors, 1);
         return size;
     }
     if (size < hdr_len + ETH_HLEN) {
-        s->stats.tx_errors++;
+        af_packet_count(&s->stats.tx_errors, 1);
         trace_af_packet_tx_error(s->nc.name, EINVAL);
         return size;
     }
@@ -563,16 +605,16 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
         };
 
         if (RETRY_ON_EINTR(sendmsg(s->fd, &msg, MSG_DONTWAIT)) >= 0) {
-            s->stats.tx_packets++;
-            s->stats.tx_bytes += size - hdr_len;
+            af_packet_count(&s->stats.tx_packets, 1);
+            af_packet_count(&s->stats.tx_bytes, size - hdr_len);
             return size;
         }
         if (errno != EAGAIN && errno != ENOBUFS) {
-            s->stats.tx_errors++;
+            af_packet_count(&s->stats.tx_errors, 1);
             trace_af_packet_tx_error(s->nc.name, errno);
             return size;
         }
-        s->stats.tx_busy++;
+        af_packet_count(&s->stats.tx_busy, 1);
     } else if (s->tx_head + s->tx_count == AF_PACKET_TX_BATCH) {
         s->tx_blocked = true;
         return 0;
@@ -679,8 +721,11 @@ static void af_packet_link_gone(AFPacketLink *l)
     for (i = 0; i < n; i++) {
         AFPacketState *s = af_packet_state(ncs[i]);
 
+        /* The queue may run in a device's IOThread: stop it there first */
+        qemu_net_client_drained_begin(ncs[i]);
         s->gone = true;
         af_packet_update_fd_handler(s);
+        qemu_net_client_drained_end(ncs[i]);
     }
     qemu_set_fd_handler(l->fd, NULL, NULL, NULL);
 }
@@ -833,6 +878,7 @@ static NetClientInfo net_af_packet_info = {
     .set_vnet_hdr_len = af_packet_set_vnet_hdr_len,
     .set_offload = af_packet_set_offload,
     .get_stats = af_packet_net_stats,
+    .set_aio_context = af_packet_set_aio_context,
 };
 
 /* Context: BQL held (setup) */

@@ -80,6 +80,8 @@ bool net_stats_format(NetClientState *nc, GString *buf)
 }
 
 typedef struct NetStatsQuery {
+    StatsProvider provider;
+    bool nics;              /* NICs only, or every other client */
     StatsResultList **results;
     strList *names;
     strList *targets;
@@ -92,7 +94,8 @@ static void net_stats_one(NetClientState *nc, void *opaque)
     NetStatsBuilder b = { .names = q->names };
     StatsResult *r;
 
-    if (!nc->info->get_stats) {
+    if (!nc->info->get_stats ||
+        (nc->info->type == NET_CLIENT_DRIVER_NIC) != q->nics) {
         return;
     }
     if (!q->results) {
@@ -104,7 +107,7 @@ static void net_stats_one(NetClientState *nc, void *opaque)
     }
     nc->info->get_stats(nc, &b);
     r = g_new0(StatsResult, 1);
-    r->provider = STATS_PROVIDER_NET;
+    r->provider = q->provider;
     r->netdev = g_strdup(nc->name);
     r->has_queue = true;
     r->queue = nc->queue_index;
@@ -120,25 +123,27 @@ static void net_stats_one(NetClientState *nc, void *opaque)
 }
 
 /* Context: BQL held */
-static void net_stats_cb(StatsResultList **results, StatsTarget target,
-                         strList *names, strList *targets, Error **errp)
+/* Context: BQL held */
+void net_stats_query(StatsProvider provider, bool nics,
+                     StatsResultList **results, strList *names,
+                     strList *targets)
 {
     NetStatsQuery q = {
+        .provider = provider,
+        .nics = nics,
         .results = results,
         .names = names,
         .targets = targets,
     };
 
-    if (target != STATS_TARGET_NETDEV) {
-        return;
-    }
     qemu_foreach_net_client(net_stats_one, &q);
 }
 
 /* Context: BQL held */
-static void net_stats_schemas_cb(StatsSchemaList **result, Error **errp)
+void net_stats_query_schema(StatsProvider provider, bool nics,
+                            StatsSchemaList **result)
 {
-    NetStatsQuery q = { 0 };
+    NetStatsQuery q = { .provider = provider, .nics = nics };
     StatsSchemaValueList *ordered = NULL;
 
     qemu_foreach_net_client(net_stats_one, &q);
@@ -149,8 +154,20 @@ static void net_stats_schemas_cb(StatsSchemaList **result, Error **errp)
         ordered = q.schema.schema;
         q.schema.schema = next;
     }
-    add_stats_schema(result, STATS_PROVIDER_NET, STATS_TARGET_NETDEV,
-                     ordered);
+    add_stats_schema(result, provider, STATS_TARGET_NETDEV, ordered);
+}
+
+static void net_stats_cb(StatsResultList **results, StatsTarget target,
+                         strList *names, strList *targets, Error **errp)
+{
+    if (target == STATS_TARGET_NETDEV) {
+        net_stats_query(STATS_PROVIDER_NET, false, results, names, targets);
+    }
+}
+
+static void net_stats_schemas_cb(StatsSchemaList **result, Error **errp)
+{
+    net_stats_query_schema(STATS_PROVIDER_NET, false, result);
 }
 
 void net_stats_register(void)

@@ -28,12 +28,4 @@ typedef struct AFPacketStats {
 /* Context: BQL held */
 void af_packet_get_stats(NetClientState *nc, AFPacketStats *stats);
 
-/*
- * Run the backend's fd handlers and bottom half in @ctx.  The caller makes
- * sure that nothing runs in the old context meanwhile.
- *
- * Context: BQL held
- */
-void af_packet_set_aio_context(NetClientState *nc, AioContext *ctx);
-
 #endif

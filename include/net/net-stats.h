@@ -11,6 +11,7 @@
 #define NET_NET_STATS_H
 
 #include "net/net.h"
+#include "qapi/qapi-types-stats.h"
 
 typedef struct NetStatsBuilder NetStatsBuilder;
 
@@ -22,6 +23,18 @@ void net_stats_add(NetStatsBuilder *b, const char *name, uint64_t value);
 
 /* Append "name=value,..." of @nc's counters to @buf; false if it has none */
 bool net_stats_format(NetClientState *nc, GString *buf);
+
+/*
+ * query-stats for target netdev as @provider: the counters of every NIC
+ * (@nics) or of every other client that has some.
+ *
+ * Context: BQL held
+ */
+void net_stats_query(StatsProvider provider, bool nics,
+                     StatsResultList **results, strList *names,
+                     strList *targets);
+void net_stats_query_schema(StatsProvider provider, bool nics,
+                            StatsSchemaList **result);
 
 /* Make the "net" provider known to query-stats (idempotent) */
 void net_stats_register(void);

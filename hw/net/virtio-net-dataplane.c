@@ -1,0 +1,909 @@
+/*
+ * virtio-net IOThread dataplane
+ *
+ * With iothread=ID or iothread-vq-mapping=..., every queue pair of a
+ * virtio-net device runs in an IOThread together with the backend queue
+ * peered with it (see include/net/net-aio.h).  The control queue stays in
+ * the main loop.
+ *
+ * - Guest kicks arrive as ioeventfd events in the IOThread's AioContext.
+ *   TX drains with notifications disabled, up to a packet and byte budget
+ *   per round; a spent budget continues from a bottom half in the same
+ *   AioContext, an empty queue re-enables notifications and looks once
+ *   more (the race vhost-net closes the same way).  No timer.  A backend
+ *   that pushes back keeps the element until it completes; nothing is
+ *   dropped for it.
+ * - RX fills guest buffers as the backend hands frames over; the used
+ *   entries of a batch are flushed once, from a bottom half that runs
+ *   after the backend's handler, and the guest is interrupted at most
+ *   once per batch (subject to EVENT_IDX).  Without buffers, RX stalls
+ *   with notifications on and resumes on the refill kick.
+ * - Interrupts go out through the guest notifiers: irqfd with KVM, an
+ *   eventfd read by the main loop otherwise.
+ * - Main-loop work that touches a queue pair (control commands, set_link,
+ *   netdev_del, queue reset, ...) first detaches the pair from the
+ *   IOThread with aio_wait_bh_oneshot() and attaches it again after.
+ *
+ * Copyright (c) 2026 netplane developers
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/qapi-types-stats.h"
+#include "qemu/error-report.h"
+#include "qemu/iov.h"
+#include "qemu/main-loop.h"
+#include "qemu/units.h"
+#include "block/aio-wait.h"
+#include "hw/virtio/iothread-vq-mapping.h"
+#include "hw/virtio/virtio-bus.h"
+#include "net/net-aio.h"
+#include "net/net-stats.h"
+#include "system/iothread.h"
+#include "system/memory.h"
+#include "system/stats.h"
+#include "virtio-net-dataplane.h"
+#include "trace.h"
+
+/* One TX round: enough to amortise a wake-up, short enough to be fair */
+#define VNDP_TX_BUDGET_PACKETS  256
+#define VNDP_TX_BUDGET_BYTES    (1 * MiB)
+
+/* Per queue pair; *_IRQS_SUPPRESSED must follow *_IRQS */
+typedef enum VNDPCounter {
+    VNDP_TX_KICKS,
+    VNDP_TX_PACKETS,
+    VNDP_TX_BYTES,
+    VNDP_TX_DROPPED,
+    VNDP_TX_BATCHES,
+    VNDP_TX_BUDGET_EXHAUSTED,
+    VNDP_TX_BACKEND_BUSY,
+    VNDP_TX_IRQS,
+    VNDP_TX_IRQS_SUPPRESSED,
+    VNDP_RX_KICKS,
+    VNDP_RX_PACKETS,
+    VNDP_RX_BYTES,
+    VNDP_RX_DROPPED,
+    VNDP_RX_BATCHES,
+    VNDP_RX_NO_BUFFERS,
+    VNDP_RX_IRQS,
+    VNDP_RX_IRQS_SUPPRESSED,
+    VNDP__MAX,
+} VNDPCounter;
+
+static const char *const vndp_counter_names[VNDP__MAX] = {
+    [VNDP_TX_KICKS] = "tx-kicks",
+    [VNDP_TX_PACKETS] = "tx-packets",
+    [VNDP_TX_BYTES] = "tx-bytes",
+    [VNDP_TX_DROPPED] = "tx-dropped",
+    [VNDP_TX_BATCHES] = "tx-batches",
+    [VNDP_TX_BUDGET_EXHAUSTED] = "tx-budget-exhausted",
+    [VNDP_TX_BACKEND_BUSY] = "tx-backend-busy",
+    [VNDP_TX_IRQS] = "tx-interrupts",
+    [VNDP_TX_IRQS_SUPPRESSED] = "tx-interrupts-suppressed",
+    [VNDP_RX_KICKS] = "rx-kicks",
+    [VNDP_RX_PACKETS] = "rx-packets",
+    [VNDP_RX_BYTES] = "rx-bytes",
+    [VNDP_RX_DROPPED] = "rx-dropped",
+    [VNDP_RX_BATCHES] = "rx-batches",
+    [VNDP_RX_NO_BUFFERS] = "rx-no-buffers",
+    [VNDP_RX_IRQS] = "rx-interrupts",
+    [VNDP_RX_IRQS_SUPPRESSED] = "rx-interrupts-suppressed",
+};
+
+struct VirtIONetDataPlane {
+    VirtIONet *n;
+    unsigned int nqp;           /* queue pairs */
+    VirtIONetDPQueue **qs;
+    bool started;
+};
+
+typedef enum VNDPTxResult {
+    VNDP_TX_EMPTY,              /* nothing left */
+    VNDP_TX_BUDGET,             /* more to do */
+    VNDP_TX_BUSY,               /* the backend pushed back */
+    VNDP_TX_BROKEN,             /* the guest broke the device */
+} VNDPTxResult;
+
+static void vndp_tx_complete(NetClientState *nc, ssize_t len);
+
+/*
+ * Counters have a single writer, the queue pair's context (or the BQL
+ * holder while the pair is detached), and are read under the BQL.
+ *
+ * Context: the pair's context
+ */
+static inline void vndp_count(VirtIONetDPQueue *dq, VNDPCounter c,
+                              uint64_t v)
+{
+    qatomic_set__nocheck(&dq->counters[c],
+                         qatomic_read__nocheck(&dq->counters[c]) + v);
+}
+
+/* Context: any */
+static inline NetClientState *vndp_nc(VirtIONetDPQueue *dq)
+{
+    return qemu_get_subqueue(dq->dp->n->nic, dq->index);
+}
+
+/*
+ * Interrupt the guest for @vq unless it asked not to be, and count which.
+ *
+ * Context: the pair's context
+ */
+static void vndp_notify(VirtIONetDPQueue *dq, VirtQueue *vq, VNDPCounter c)
+{
+    bool sent = virtio_try_notify(VIRTIO_DEVICE(dq->dp->n), vq);
+
+    vndp_count(dq, sent ? c : c + 1, 1);
+}
+
+/* ---- TX ---- */
+
+/*
+ * Send what the guest queued, up to the budget.  The used entries of the
+ * round are flushed together and the guest hears of them at most once.
+ *
+ * Context: dq->ctx
+ */
+static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
+{
+    VirtIONet *n = dq->dp->n;
+    VirtQueue *vq = dq->q->tx_vq;
+    NetClientState *nc = vndp_nc(dq);
+    VNDPTxResult ret = VNDP_TX_EMPTY;
+    unsigned int count = 0;
+    size_t bytes = 0, sent_bytes = 0;
+    unsigned int sent = 0;
+
+    for (;;) {
+        VirtQueueElement *elem;
+        struct iovec *sg;
+        int sg_num;
+
+        if (count >= VNDP_TX_BUDGET_PACKETS || bytes >= VNDP_TX_BUDGET_BYTES) {
+            ret = VNDP_TX_BUDGET;
+            break;
+        }
+        elem = virtqueue_pop(vq, sizeof(VirtQueueElement));
+        if (!elem) {
+            break;
+        }
+
+        sg_num = virtio_net_tx_prepare(n, elem, &dq->txbuf, &sg);
+        if (sg_num < 0) {
+            virtqueue_detach_element(vq, elem, 0);
+            g_free(elem);
+            ret = VNDP_TX_BROKEN;
+            break;
+        }
+        if (sg_num > 0) {
+            size_t len = iov_size(sg, sg_num) - n->host_hdr_len;
+
+            if (qemu_sendv_packet_async(nc, sg, sg_num,
+                                        vndp_tx_complete) == 0) {
+                /* Queued in the backend: completes in vndp_tx_complete() */
+                dq->q->async_tx.elem = elem;
+                vndp_count(dq, VNDP_TX_BACKEND_BUSY, 1);
+                ret = VNDP_TX_BUSY;
+                break;
+            }
+            sent++;
+            sent_bytes += len;
+            bytes += len;
+        } else {
+            vndp_count(dq, VNDP_TX_DROPPED, 1);
+        }
+        virtqueue_fill(vq, elem, 0, count++);
+        g_free(elem);
+    }
+
+    if (count) {
+        virtqueue_flush(vq, count);
+        vndp_notify(dq, vq, VNDP_TX_IRQS);
+        vndp_count(dq, VNDP_TX_BATCHES, 1);
+    }
+    vndp_count(dq, VNDP_TX_PACKETS, sent);
+    vndp_count(dq, VNDP_TX_BYTES, sent_bytes);
+    trace_virtio_net_dp_tx_round(dq->dp->n, dq->index, count, ret);
+    return ret;
+}
+
+/*
+ * Drain the TX queue: notifications off while working; when it is
+ * empty, notifications on and one more look for what raced with that.
+ *
+ * Context: dq->ctx
+ */
+static void vndp_tx_run(VirtIONetDPQueue *dq)
+{
+    VirtQueue *vq = dq->q->tx_vq;
+    VirtIODevice *vdev = VIRTIO_DEVICE(dq->dp->n);
+
+    if (!dq->attached || dq->q->async_tx.elem || !virtio_queue_ready(vq)) {
+        return;
+    }
+
+    if (vndp_nc(dq)->link_down) {
+        /* As without an IOThread: with the link down, frames go nowhere */
+        unsigned int dropped;
+
+        virtio_queue_set_notification(vq, 1);
+        dropped = virtqueue_drop_all(vq);
+        if (dropped) {
+            vndp_count(dq, VNDP_TX_DROPPED, dropped);
+            vndp_notify(dq, vq, VNDP_TX_IRQS);
+        }
+        return;
+    }
+
+    for (;;) {
+        virtio_queue_set_notification(vq, 0);
+        switch (vndp_tx_round(dq)) {
+        case VNDP_TX_BUDGET:
+            vndp_count(dq, VNDP_TX_BUDGET_EXHAUSTED, 1);
+            qemu_bh_schedule(dq->tx_bh);
+            return;
+        case VNDP_TX_BUSY:
+        case VNDP_TX_BROKEN:
+            return;
+        case VNDP_TX_EMPTY:
+            break;
+        }
+        if (vdev->broken) {
+            return;
+        }
+        virtio_queue_set_notification(vq, 1);
+        if (virtio_queue_empty(vq)) {
+            return;
+        }
+    }
+}
+
+/*
+ * The backend took the frame it had queued.
+ *
+ * Context: the pair's context: dq->ctx while attached, the main loop
+ * when the pair was detached meanwhile
+ */
+static void vndp_tx_complete(NetClientState *nc, ssize_t len)
+{
+    VirtIONet *n = qemu_get_nic_opaque(nc);
+    VirtIONetDPQueue *dq = n->vqs[nc->queue_index].dp;
+    VirtIONetQueue *q = dq->q;
+
+    virtqueue_push(q->tx_vq, q->async_tx.elem, 0);
+    vndp_notify(dq, q->tx_vq, VNDP_TX_IRQS);
+    g_free(q->async_tx.elem);
+    q->async_tx.elem = NULL;
+
+    if (len > 0) {
+        vndp_count(dq, VNDP_TX_PACKETS, 1);
+        vndp_count(dq, VNDP_TX_BYTES, len - n->host_hdr_len);
+    } else {
+        vndp_count(dq, VNDP_TX_DROPPED, 1);
+    }
+
+    if (dq->attached) {
+        qemu_bh_schedule(dq->tx_bh);
+    } else {
+        virtio_queue_set_notification(q->tx_vq, 1);
+    }
+}
+
+/* Context: dq->ctx */
+static void vndp_tx_bh(void *opaque)
+{
+    vndp_tx_run(opaque);
+}
+
+/* A guest kick of the TX queue.  Context: dq->ctx */
+static void vndp_tx_kick(EventNotifier *e)
+{
+    VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+
+    if (event_notifier_test_and_clear(e)) {
+        vndp_count(dq, VNDP_TX_KICKS, 1);
+        vndp_tx_run(dq);
+    }
+}
+
+/* IOThread polling of the TX queue.  Context: dq->ctx */
+static bool vndp_tx_poll(void *opaque)
+{
+    VirtIONetDPQueue *dq = container_of(opaque, VirtIONetDPQueue,
+                                        tx_notifier);
+    VirtQueue *vq = dq->q->tx_vq;
+
+    return !dq->q->async_tx.elem && virtio_queue_ready(vq) &&
+           !virtio_queue_empty(vq);
+}
+
+/* Context: dq->ctx */
+static void vndp_tx_poll_ready(EventNotifier *e)
+{
+    vndp_tx_run(container_of(e, VirtIONetDPQueue, tx_notifier));
+}
+
+/* While polling, the guest need not kick.  Context: dq->ctx */
+static void vndp_tx_poll_begin(EventNotifier *e)
+{
+    VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+
+    virtio_queue_set_notification(dq->q->tx_vq, 0);
+}
+
+/* Context: dq->ctx; the AioContext polls once more after this */
+static void vndp_tx_poll_end(EventNotifier *e)
+{
+    VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+
+    virtio_queue_set_notification(dq->q->tx_vq, 1);
+}
+
+/* ---- RX ---- */
+
+/* Hand the filled RX entries to the guest.  Context: the pair's */
+static void vndp_rx_flush(VirtIONetDPQueue *dq)
+{
+    unsigned int count = dq->rx_unflushed;
+
+    if (!count) {
+        return;
+    }
+    dq->rx_unflushed = 0;
+    virtqueue_flush(dq->q->rx_vq, count);
+    vndp_notify(dq, dq->q->rx_vq, VNDP_RX_IRQS);
+    vndp_count(dq, VNDP_RX_BATCHES, 1);
+    trace_virtio_net_dp_rx_flush(dq->dp->n, dq->index, count);
+}
+
+/* The backend's handler is done: end of the batch.  Context: dq->ctx */
+static void vndp_rx_flush_bh(void *opaque)
+{
+    vndp_rx_flush(opaque);
+}
+
+/* Context: the pair's context */
+bool virtio_net_dataplane_rx_filled(VirtIONetQueue *q, unsigned int count,
+                                    size_t size)
+{
+    VirtIONetDPQueue *dq = q->dp;
+
+    if (!dq) {
+        return false;
+    }
+    vndp_count(dq, VNDP_RX_PACKETS, 1);
+    vndp_count(dq, VNDP_RX_BYTES, size - q->n->host_hdr_len);
+    if (!dq->attached) {
+        return false;
+    }
+    if (!dq->rx_unflushed) {
+        qemu_bh_schedule(dq->rx_flush_bh);
+    }
+    dq->rx_unflushed += count;
+    return true;
+}
+
+/*
+ * No room for a frame: virtio_net_has_buffers() left notifications on,
+ * the refill kick resumes.  Let the guest have what it can already
+ * take, or it may wait for that before it refills.
+ *
+ * Context: the pair's context
+ */
+void virtio_net_dataplane_rx_stalled(VirtIONetQueue *q)
+{
+    if (q->dp) {
+        vndp_count(q->dp, VNDP_RX_NO_BUFFERS, 1);
+        vndp_rx_flush(q->dp);
+    }
+}
+
+/* A frame did not fit the guest's buffers.  Context: the pair's */
+void virtio_net_dataplane_rx_dropped(VirtIONetQueue *q)
+{
+    if (q->dp) {
+        vndp_count(q->dp, VNDP_RX_DROPPED, 1);
+    }
+}
+
+/* The guest added RX buffers.  Context: dq->ctx */
+static void vndp_rx_kick(EventNotifier *e)
+{
+    VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, rx_notifier);
+
+    if (event_notifier_test_and_clear(e)) {
+        vndp_count(dq, VNDP_RX_KICKS, 1);
+        qemu_flush_queued_packets(vndp_nc(dq));
+    }
+}
+
+/* ---- attach / detach a queue pair ---- */
+
+/*
+ * Run the queue pair in its IOThread.
+ *
+ * Context: BQL held, the pair detached
+ */
+static void vndp_attach(VirtIONetDPQueue *dq)
+{
+    VirtIONetQueue *q = dq->q;
+    NetClientState *nc = vndp_nc(dq);
+
+    assert(!dq->attached);
+    trace_virtio_net_dp_attach(dq->dp->n, dq->index, dq->ctx);
+
+    /* Whatever the main loop had going for this pair ends here */
+    if (q->tx_bh) {
+        qemu_bh_cancel(q->tx_bh);
+    }
+    q->tx_waiting = 0;
+    if (q->async_tx.elem) {
+        qemu_flush_or_purge_queued_packets(nc->peer, true);
+    }
+
+    /*
+     * Handlers get these copies of the host notifiers (same file
+     * descriptors), so that container_of() leads back to dq.
+     */
+    dq->tx_notifier = *virtio_queue_get_host_notifier(q->tx_vq);
+    dq->rx_notifier = *virtio_queue_get_host_notifier(q->rx_vq);
+
+    qemu_net_pair_set_aio_context(nc, dq->ctx);
+    dq->attached = true;
+
+    virtio_queue_set_notification(q->tx_vq, 1);
+    aio_set_event_notifier(dq->ctx, &dq->tx_notifier, vndp_tx_kick,
+                           vndp_tx_poll, vndp_tx_poll_ready);
+    aio_set_event_notifier_poll(dq->ctx, &dq->tx_notifier,
+                                vndp_tx_poll_begin, vndp_tx_poll_end);
+    /* RX is not polled: a full RX ring would keep the poll busy */
+    aio_set_event_notifier(dq->ctx, &dq->rx_notifier, vndp_rx_kick,
+                           NULL, NULL);
+
+    /* Catch up with what happened while detached */
+    event_notifier_set(&dq->tx_notifier);
+    event_notifier_set(&dq->rx_notifier);
+}
+
+typedef struct VNDPDetach {
+    VirtIONetDPQueue *dq;
+    bool purge;
+} VNDPDetach;
+
+/* Context: dq->ctx */
+static void vndp_detach_bh(void *opaque)
+{
+    VNDPDetach *d = opaque;
+    VirtIONetDPQueue *dq = d->dq;
+    NetClientState *nc = vndp_nc(dq);
+
+    aio_set_event_notifier(dq->ctx, &dq->tx_notifier, NULL, NULL, NULL);
+    aio_set_event_notifier(dq->ctx, &dq->rx_notifier, NULL, NULL, NULL);
+
+    if (d->purge) {
+        /* The VM stops: complete what is queued between the two clients */
+        if (nc->peer) {
+            qemu_flush_or_purge_queued_packets(nc->peer, true);
+        }
+        qemu_flush_or_purge_queued_packets(nc, true);
+    }
+    vndp_rx_flush(dq);
+
+    dq->attached = false;
+    qemu_bh_cancel(dq->tx_bh);
+    qemu_bh_cancel(dq->rx_flush_bh);
+    /* The next owner starts from a queue that notifies */
+    if (!dq->q->async_tx.elem) {
+        virtio_queue_set_notification(dq->q->tx_vq, 1);
+    }
+    qemu_net_pair_set_aio_context(nc, NULL);
+}
+
+/*
+ * Bring the queue pair back to the main loop.
+ *
+ * Context: BQL held
+ */
+static void vndp_detach(VirtIONetDPQueue *dq, bool purge)
+{
+    VNDPDetach d = { .dq = dq, .purge = purge };
+
+    assert(dq->attached);
+    trace_virtio_net_dp_detach(dq->dp->n, dq->index, purge);
+    aio_wait_bh_oneshot(dq->ctx, vndp_detach_bh, &d);
+    assert(!dq->attached);
+}
+
+/* Queue pairs that have virtqueues now.  Context: BQL held */
+static unsigned int vndp_live_pairs(VirtIONetDataPlane *dp)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(dp->n);
+
+    return MIN(dp->nqp, (virtio_get_num_queues(vdev) - 1) / 2);
+}
+
+/* ---- drain ---- */
+
+/* Context: BQL held */
+void virtio_net_dataplane_drained_begin(NetClientState *nc)
+{
+    VirtIONet *n = qemu_get_nic_opaque(nc);
+    VirtIONetDPQueue *dq = n->vqs[nc->queue_index].dp;
+
+    if (dq && dq->attached) {
+        vndp_detach(dq, false);
+        dq->resume = true;
+    }
+}
+
+/* Context: BQL held */
+void virtio_net_dataplane_drained_end(NetClientState *nc)
+{
+    VirtIONet *n = qemu_get_nic_opaque(nc);
+    VirtIONetDPQueue *dq = n->vqs[nc->queue_index].dp;
+
+    if (dq && dq->resume) {
+        dq->resume = false;
+        if (dq->dp->started) {
+            vndp_attach(dq);
+        }
+    }
+}
+
+/* Context: BQL held */
+void virtio_net_dataplane_drained_begin_all(VirtIONet *n)
+{
+    if (!n->dataplane) {
+        return;
+    }
+    for (unsigned int i = 0; i < n->dataplane->nqp; i++) {
+        qemu_net_client_drained_begin(qemu_get_subqueue(n->nic, i));
+    }
+}
+
+/* Context: BQL held */
+void virtio_net_dataplane_drained_end_all(VirtIONet *n)
+{
+    if (!n->dataplane) {
+        return;
+    }
+    for (unsigned int i = 0; i < n->dataplane->nqp; i++) {
+        qemu_net_client_drained_end(qemu_get_subqueue(n->nic, i));
+    }
+}
+
+/* ---- start / stop ---- */
+
+static int (*vndp_parent_start_ioeventfd)(VirtIODevice *vdev);
+static void (*vndp_parent_stop_ioeventfd)(VirtIODevice *vdev);
+
+/*
+ * The driver is ready (DRIVER_OK, VM running): move kicks, interrupts and
+ * the queue pairs to their IOThreads.
+ *
+ * Context: BQL held
+ */
+static int virtio_net_dataplane_start(VirtIODevice *vdev)
+{
+    VirtIONet *n = VIRTIO_NET(vdev);
+    VirtIONetDataPlane *dp = n->dataplane;
+    BusState *qbus = BUS(qdev_get_parent_bus(DEVICE(vdev)));
+    VirtioBusClass *k = VIRTIO_BUS_GET_CLASS(qbus);
+    unsigned int nvqs = virtio_get_num_queues(vdev);
+    unsigned int i;
+    int r;
+
+    if (!dp) {
+        return vndp_parent_start_ioeventfd(vdev);
+    }
+    if (dp->started) {
+        return 0;
+    }
+
+    r = k->set_guest_notifiers(qbus->parent, nvqs, true);
+    if (r < 0) {
+        error_report("virtio-net: cannot set up guest notifiers (%d); "
+                     "queues stay in the main loop", r);
+        return r;
+    }
+
+    /* One transaction: address_space_update_ioeventfds() is quadratic */
+    memory_region_transaction_begin();
+    for (i = 0; i < nvqs; i++) {
+        r = virtio_bus_set_host_notifier(VIRTIO_BUS(qbus), i, true);
+        if (r < 0) {
+            unsigned int j = i;
+
+            error_report("virtio-net: cannot set up host notifier %u (%d)",
+                         i, r);
+            while (i--) {
+                virtio_bus_set_host_notifier(VIRTIO_BUS(qbus), i, false);
+            }
+            memory_region_transaction_commit();
+            while (j--) {
+                virtio_bus_cleanup_host_notifier(VIRTIO_BUS(qbus), j);
+            }
+            k->set_guest_notifiers(qbus->parent, nvqs, false);
+            return r;
+        }
+    }
+    memory_region_transaction_commit();
+
+    /* The control queue stays in the main loop */
+    event_notifier_set_handler(virtio_queue_get_host_notifier(n->ctrl_vq),
+                               virtio_queue_host_notifier_read);
+    event_notifier_set(virtio_queue_get_host_notifier(n->ctrl_vq));
+
+    dp->started = true;
+    for (i = 0; i < vndp_live_pairs(dp); i++) {
+        VirtIONetDPQueue *dq = dp->qs[i];
+
+        if (qemu_get_subqueue(n->nic, i)->drained) {
+            dq->resume = true;
+        } else {
+            vndp_attach(dq);
+        }
+    }
+    return 0;
+}
+
+/*
+ * Reset, status change, VM stop, unplug: everything back to the main
+ * loop, the host and guest notifiers released.
+ *
+ * Context: BQL held
+ */
+static void virtio_net_dataplane_stop(VirtIODevice *vdev)
+{
+    VirtIONet *n = VIRTIO_NET(vdev);
+    VirtIONetDataPlane *dp = n->dataplane;
+    BusState *qbus = BUS(qdev_get_parent_bus(DEVICE(vdev)));
+    VirtioBusClass *k = VIRTIO_BUS_GET_CLASS(qbus);
+    unsigned int nvqs = virtio_get_num_queues(vdev);
+    unsigned int i;
+
+    if (!dp) {
+        vndp_parent_stop_ioeventfd(vdev);
+        return;
+    }
+    if (!dp->started) {
+        return;
+    }
+
+    for (i = 0; i < dp->nqp; i++) {
+        VirtIONetDPQueue *dq = dp->qs[i];
+
+        dq->resume = false;
+        if (dq->attached) {
+            vndp_detach(dq, !vdev->vm_running);
+        }
+    }
+    dp->started = false;
+
+    event_notifier_set_handler(virtio_queue_get_host_notifier(n->ctrl_vq),
+                               NULL);
+
+    memory_region_transaction_begin();
+    for (i = 0; i < nvqs; i++) {
+        virtio_bus_set_host_notifier(VIRTIO_BUS(qbus), i, false);
+    }
+    memory_region_transaction_commit();
+    /* Kicks still pending go to the main loop's handlers */
+    for (i = 0; i < nvqs; i++) {
+        virtio_bus_cleanup_host_notifier(VIRTIO_BUS(qbus), i);
+    }
+
+    k->set_guest_notifiers(qbus->parent, nvqs, false);
+}
+
+/* Context: class init */
+void virtio_net_dataplane_class_init(VirtioDeviceClass *vdc)
+{
+    vndp_parent_start_ioeventfd = vdc->start_ioeventfd;
+    vndp_parent_stop_ioeventfd = vdc->stop_ioeventfd;
+    vdc->start_ioeventfd = virtio_net_dataplane_start;
+    vdc->stop_ioeventfd = virtio_net_dataplane_stop;
+}
+
+/* ---- counters ---- */
+
+/* Context: BQL held */
+void virtio_net_dataplane_get_stats(NetClientState *nc, NetStatsBuilder *b)
+{
+    VirtIONet *n = qemu_get_nic_opaque(nc);
+    VirtIONetDPQueue *dq = n->vqs[nc->queue_index].dp;
+
+    if (!dq) {
+        return;
+    }
+    for (unsigned int c = 0; c < VNDP__MAX; c++) {
+        net_stats_add(b, vndp_counter_names[c],
+                      qatomic_read__nocheck(&dq->counters[c]));
+    }
+}
+
+/* query-stats provider "virtio-net".  Context: BQL held */
+static void vndp_stats_cb(StatsResultList **results, StatsTarget target,
+                          strList *names, strList *targets, Error **errp)
+{
+    if (target == STATS_TARGET_NETDEV) {
+        net_stats_query(STATS_PROVIDER_VIRTIO_NET, true, results, names,
+                        targets);
+    }
+}
+
+/* Context: BQL held */
+static void vndp_stats_schemas_cb(StatsSchemaList **result, Error **errp)
+{
+    net_stats_query_schema(STATS_PROVIDER_VIRTIO_NET, true, result);
+}
+
+/* ---- realize / unrealize ---- */
+
+/* Context: BQL held */
+static bool vndp_check(VirtIONet *n, AioContext **ctxs, Error **errp)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(n);
+    BusState *qbus = BUS(qdev_get_parent_bus(DEVICE(n)));
+    VirtioBusClass *k = VIRTIO_BUS_GET_CLASS(qbus);
+    bool one_ctx = true;
+    unsigned int i;
+
+    if (!k->set_guest_notifiers || !k->ioeventfd_assign) {
+        error_setg(errp, "virtio-net: the transport has no ioeventfd, "
+                   "which an iothread needs");
+        return false;
+    }
+    if (!virtio_device_ioeventfd_enabled(vdev)) {
+        error_setg(errp, "virtio-net: an iothread needs ioeventfd=on");
+        return false;
+    }
+    if (n->net_conf.tx && !strcmp(n->net_conf.tx, "timer")) {
+        error_setg(errp, "virtio-net: tx=timer cannot be used with an "
+                   "iothread, which drains TX without a timer");
+        return false;
+    }
+    if (virtio_has_feature(n->host_features, VIRTIO_NET_F_RSC_EXT)) {
+        error_setg(errp, "virtio-net: guest_rsc_ext=on cannot be used "
+                   "with an iothread");
+        return false;
+    }
+    for (i = 1; i < n->max_queue_pairs; i++) {
+        one_ctx &= ctxs[i] == ctxs[0];
+    }
+    if (!one_ctx && virtio_has_feature(n->host_features, VIRTIO_NET_F_RSS)) {
+        error_setg(errp, "virtio-net: rss=on needs all queue pairs in one "
+                   "iothread");
+        return false;
+    }
+    for (i = 0; i < n->nic_conf.peers.queues; i++) {
+        if (!qemu_net_client_check_iothread(n->nic_conf.peers.ncs[i],
+                                            errp)) {
+            error_prepend(errp, "virtio-net: ");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Context: BQL held */
+bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
+{
+    g_autofree AioContext **ctxs = NULL;
+    VirtIONetDataPlane *dp;
+    static bool stats_registered;
+
+    if (!n->iothread && !n->iothread_vq_mapping_list) {
+        return true;
+    }
+    if (n->iothread && n->iothread_vq_mapping_list) {
+        error_setg(errp, "virtio-net: iothread and iothread-vq-mapping "
+                   "cannot be set at the same time");
+        return false;
+    }
+
+    ctxs = g_new(AioContext *, n->max_queue_pairs);
+    if (n->iothread_vq_mapping_list) {
+        /* For virtio-net, "vqs" are queue pairs: RX and TX share a thread */
+        if (!iothread_vq_mapping_apply(n->iothread_vq_mapping_list, ctxs,
+                                       n->max_queue_pairs, errp)) {
+            error_prepend(errp, "virtio-net: iothread-vq-mapping: ");
+            return false;
+        }
+    } else {
+        for (unsigned int i = 0; i < n->max_queue_pairs; i++) {
+            ctxs[i] = iothread_get_aio_context(n->iothread);
+        }
+    }
+
+    if (!vndp_check(n, ctxs, errp)) {
+        if (n->iothread_vq_mapping_list) {
+            iothread_vq_mapping_cleanup(n->iothread_vq_mapping_list);
+        }
+        return false;
+    }
+    if (n->iothread) {
+        /* Released in virtio_net_dataplane_unrealize() */
+        object_ref(OBJECT(n->iothread));
+    }
+
+    dp = g_new0(VirtIONetDataPlane, 1);
+    dp->n = n;
+    dp->nqp = n->max_queue_pairs;
+    dp->qs = g_new0(VirtIONetDPQueue *, dp->nqp);
+    for (unsigned int i = 0; i < dp->nqp; i++) {
+        VirtIONetDPQueue *dq = g_malloc0(sizeof(*dq) +
+                                         VNDP__MAX * sizeof(uint64_t));
+
+        dq->dp = dp;
+        dq->index = i;
+        dq->ctx = ctxs[i];
+        dq->tx_bh = aio_bh_new(dq->ctx, vndp_tx_bh, dq);
+        dq->rx_flush_bh = aio_bh_new(dq->ctx, vndp_rx_flush_bh, dq);
+        dp->qs[i] = dq;
+    }
+    n->dataplane = dp;
+
+    /*
+     * Interrupts go through irqfd or the guest notifier's handler; the
+     * vhost-only masking callbacks of virtio-net do not apply.
+     */
+    VIRTIO_DEVICE(n)->use_guest_notifier_mask = false;
+
+    if (!stats_registered) {
+        add_stats_callbacks(STATS_PROVIDER_VIRTIO_NET, vndp_stats_cb,
+                            vndp_stats_schemas_cb);
+        stats_registered = true;
+    }
+    return true;
+}
+
+/* Context: BQL held (realize, after the NIC is created) */
+void virtio_net_dataplane_bind(VirtIONet *n)
+{
+    VirtIONetDataPlane *dp = n->dataplane;
+
+    if (!dp) {
+        return;
+    }
+    for (unsigned int i = 0; i < dp->nqp; i++) {
+        dp->qs[i]->q = &n->vqs[i];
+        n->vqs[i].dp = dp->qs[i];
+        qemu_net_pair_bind(qemu_get_subqueue(n->nic, i), dp->qs[i]->ctx);
+    }
+}
+
+/* Context: BQL held */
+void virtio_net_dataplane_unrealize(VirtIONet *n)
+{
+    VirtIONetDataPlane *dp = n->dataplane;
+
+    if (!dp) {
+        return;
+    }
+    assert(!dp->started);
+    for (unsigned int i = 0; i < dp->nqp; i++) {
+        VirtIONetDPQueue *dq = dp->qs[i];
+
+        assert(!dq->attached);
+        qemu_net_pair_bind(qemu_get_subqueue(n->nic, i), NULL);
+        n->vqs[i].dp = NULL;
+        qemu_bh_delete(dq->tx_bh);
+        qemu_bh_delete(dq->rx_flush_bh);
+        g_free(dq);
+    }
+    g_free(dp->qs);
+    g_free(dp);
+    n->dataplane = NULL;
+
+    if (n->iothread_vq_mapping_list) {
+        iothread_vq_mapping_cleanup(n->iothread_vq_mapping_list);
+    }
+    if (n->iothread) {
+        object_unref(OBJECT(n->iothread));
+    }
+}
