@@ -76,7 +76,7 @@ bool net_stats_format(NetClientState *nc, GString *buf)
         return false;
     }
     nc->info->get_stats(nc, &b);
-    return true;
+    return buf->len > 0;
 }
 
 typedef struct NetStatsQuery {

@@ -226,7 +226,7 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
         return;
     }
 
-    if (vndp_nc(dq)->link_down) {
+    if (vndp_nc(dq)->link_down || !vndp_nc(dq)->peer) {
         /* As without an IOThread: with the link down, frames go nowhere */
         unsigned int dropped;
 
