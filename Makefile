@@ -7,6 +7,7 @@ BUILD ?= $(CURDIR)/build
 QEMU_BUILD := $(BUILD)/qemu
 GUEST := $(BUILD)/guest
 UPSTREAM := $(BUILD)/upstream
+ASAN_BUILD := $(BUILD)/asan
 NINJA ?= ninja
 
 # One ccache serves the netplane and the upstream build: paths below
@@ -16,8 +17,8 @@ export CCACHE_BASEDIR := $(BUILD)
 export CCACHE_NOHASHDIR := 1
 export NETPLANE_BUILD := $(BUILD)
 
-.PHONY: all deps qemu qtests guest upstream check check-qtest \
-        check-functional demo bench series series-build patches \
+.PHONY: all deps qemu qtests guest upstream asan check check-qtest \
+        check-functional check-asan demo bench series series-build patches \
         clean distclean help
 
 all: qemu
@@ -27,6 +28,7 @@ help:
 	@echo 'make check         run every test (installs packages first)'
 	@echo 'make demo          boot the tiny guest on netplane, traffic both ways'
 	@echo 'make bench         benchmark netplane against upstream QEMU'
+	@echo 'make check-asan    the dataplane stress test on an ASan build ($(ASAN_BUILD))'
 	@echo 'make series        export the patch series to $(BUILD)/series'
 	@echo 'make series-build  ... and build every prefix of it'
 	@echo 'make patches       write the commits of $(BUILD)/src back to patches/'
@@ -58,6 +60,30 @@ upstream: $(QEMU_BUILD)/build.ninja
 	    qemu_configure $(UPSTREAM)/src $(UPSTREAM)/qemu "$$(cat $(BUILD)/config.args)"
 	$(NINJA) -C $(UPSTREAM)/qemu qemu-system-x86_64
 	@netplane/firmware.sh $(UPSTREAM)/qemu
+
+# netplane's QEMU built with AddressSanitizer: the same source and
+# configure arguments plus --enable-asan, in a build tree of its own.
+asan: $(QEMU_BUILD)/build.ninja
+	@netplane/tree.sh sync $(BUILD)/src
+	@. netplane/upstream.sh && \
+	    qemu_configure $(BUILD)/src $(ASAN_BUILD) "$$(cat $(BUILD)/config.args) '--enable-asan'"
+	flock $(BUILD)/.asan.lock $(NINJA) -C $(ASAN_BUILD) qemu-system-x86_64
+	@netplane/firmware.sh $(ASAN_BUILD)
+
+# The dataplane stress test on the ASan build.  Any report is fatal to
+# QEMU (halt_on_error) and leaves a file in ASAN_LOGS, which fails the
+# target even if the test did not notice.
+ASAN_LOGS := $(BUILD)/check-logs/asan
+check-asan: asan guest
+	@rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	@ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:log_path=$(ASAN_LOGS)/asan \
+	    netplane/check.py --build $(BUILD) --only functional \
+	    --qemu $(ASAN_BUILD)/qemu-system-x86_64 -k dataplane_stress
+	@if ls $(ASAN_LOGS)/asan.* >/dev/null 2>&1; then \
+	    cat $(ASAN_LOGS)/asan.*; \
+	    echo 'check-asan: AddressSanitizer reported errors (above, in $(ASAN_LOGS))'; \
+	    exit 1; \
+	fi
 
 check: deps
 	@$(MAKE) --no-print-directory qtests guest

@@ -104,6 +104,8 @@ def netplane_files():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
+    ap.add_argument('--qemu', help='the QEMU binary for the functional '
+                    'tests (default: BUILD/qemu/qemu-system-x86_64)')
     ap.add_argument('--only', choices=['configure', 'qtest', 'functional'])
     ap.add_argument('-k', dest='pattern', help='only suites matching this')
     args = ap.parse_args()
@@ -145,7 +147,7 @@ def main():
                                env, 600))
     if args.only in (None, 'functional'):
         env = dict(os.environ,
-                   QEMU_TEST_QEMU_BINARY=qemu,
+                   QEMU_TEST_QEMU_BINARY=args.qemu or qemu,
                    QEMU_BUILD_ROOT=qbuild,
                    QEMU_TEST_TRAFFIC_GUEST=os.path.join(args.build, 'guest'),
                    QEMU_TEST_TRAFFIC_STRICT='1',

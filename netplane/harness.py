@@ -45,8 +45,33 @@ def thread_class(pid, tid, comm):
     return 'other'
 
 
-def thread_stats(pid):
-    """{class: [run_ns, wait_ns]} summed over QEMU's threads."""
+def thread_label(pid, tid, comm):
+    """A short name for one of QEMU's threads (with debug-threads=on):
+    main, vcpu0, vcpu1, ..., the IOThread's id, else its comm."""
+    cls = thread_class(pid, tid, comm)
+    if cls == 'main':
+        return 'main'
+    if cls == 'vcpu':
+        return 'vcpu' + comm[4:].split('/')[0]
+    if cls == 'iothread':
+        return comm[3:]
+    return comm
+
+
+def _schedstat(path):
+    """(comm, run_ns, wait_ns) of the task at /proc path @path, or None."""
+    try:
+        with open(path + '/comm') as f:
+            comm = f.read().strip()
+        with open(path + '/schedstat') as f:
+            run_ns, wait_ns, _ = (int(x) for x in f.read().split())
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return comm, run_ns, wait_ns
+
+
+def task_stats(pid):
+    """{tid: (comm, run_ns, wait_ns)} of the threads of @pid."""
     out = {}
     base = '/proc/%d/task' % pid
     try:
@@ -54,17 +79,54 @@ def thread_stats(pid):
     except FileNotFoundError:
         return out
     for tid in tids:
-        try:
-            with open('%s/%s/comm' % (base, tid)) as f:
-                comm = f.read().strip()
-            with open('%s/%s/schedstat' % (base, tid)) as f:
-                run_ns, wait_ns, _ = (int(x) for x in f.read().split())
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue
-        cls = thread_class(pid, int(tid), comm)
-        acc = out.setdefault(cls, [0, 0])
+        st = _schedstat('%s/%s' % (base, tid))
+        if st:
+            out[int(tid)] = st
+    return out
+
+
+def thread_stats(pid, tasks=None):
+    """{class: [run_ns, wait_ns]} summed over QEMU's threads (@tasks: an
+    earlier task_stats(pid), else read now)."""
+    out = {}
+    for tid, (comm, run_ns, wait_ns) in (tasks or task_stats(pid)).items():
+        acc = out.setdefault(thread_class(pid, tid, comm), [0, 0])
         acc[0] += run_ns
         acc[1] += wait_ns
+    return out
+
+
+def busy_stats(pid, others):
+    """{label: [run_ns, wait_ns]} per thread of QEMU (@pid, labels from
+    thread_label(), threads that share a label summed) and of @others,
+    {label: pid} (single-threaded processes such as the traffic peer, or
+    kernel threads such as ksoftirqd/N)."""
+    out = {}
+    for tid, (comm, run_ns, wait_ns) in task_stats(pid).items():
+        acc = out.setdefault(thread_label(pid, tid, comm), [0, 0])
+        acc[0] += run_ns
+        acc[1] += wait_ns
+    for label, opid in others.items():
+        st = _schedstat('/proc/%d' % opid)
+        if st:
+            out[label] = [st[1], st[2]]
+    return out
+
+
+def ksoftirqd_pids():
+    """{'ksoftirqd/N': pid}: softirq work the kernel defers to its
+    per-CPU threads (a saturated network path shows up here)."""
+    out = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open('/proc/%s/comm' % d) as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm.startswith('ksoftirqd/'):
+            out[comm] = int(d)
     return out
 
 
@@ -154,17 +216,34 @@ class QMP:
         self.sock.close()
 
 
+def _sum_stats(results):
+    out = {}
+    for r in results:
+        for st in r['stats']:
+            if isinstance(st['value'], int):
+                out[st['name']] = out.get(st['name'], 0) + st['value']
+    return out
+
+
 def backend_stats(qmp):
     """{counter: value} summed over the queues of netdev net0, if it has
     counters (af-packet); {} otherwise."""
     if not qmp:
         return {}
-    out = {}
-    for r in qmp.cmd('query-stats', target='netdev', netdevs=['net0']):
-        for st in r['stats']:
-            if isinstance(st['value'], int):
-                out[st['name']] = out.get(st['name'], 0) + st['value']
-    return out
+    return _sum_stats(qmp.cmd('query-stats', target='netdev',
+                              netdevs=['net0'],
+                              providers=[{'provider': 'net'}]))
+
+
+def device_stats(qmp):
+    """{counter: value} of the virtio-net dataplane (query-stats provider
+    virtio-net: tx-kicks, tx-packets, ...), summed over its queue pairs;
+    {} without a dataplane, None if this QEMU has no such provider."""
+    try:
+        return _sum_stats(qmp.cmd('query-stats', target='netdev',
+                                  providers=[{'provider': 'virtio-net'}]))
+    except RuntimeError:
+        return None
 
 
 class GuestRun:
@@ -199,6 +278,8 @@ class GuestRun:
         self.phases = {}
         self.console = []
         self.boot_seconds = None
+        self.has_device_stats = None
+        self.others = {}
 
     def command(self):
         run = ['nptraffic', 'client', '--server', HOST_IP, '--irq'] + \
@@ -217,7 +298,12 @@ class GuestRun:
             self.extra_args
 
     def snapshot(self, peer, pid):
+        if self.qmp and self.has_device_stats is None:
+            self.has_device_stats = device_stats(self.qmp) is not None
         return {'time': time.monotonic(), 'threads': thread_stats(pid),
+                'busy': busy_stats(pid, self.others),
+                'device': ((device_stats(self.qmp) or {})
+                           if self.has_device_stats else {}),
                 'tap': link_stats(peer, self.host_dev), 'udp': udp_stats(peer),
                 'qlink': (link_stats(self.qns, 'vq0')
                           if self.backend != 'tap' else {}),
@@ -253,6 +339,8 @@ class GuestRun:
                                  'server', '--once'],
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+            # ip netns exec execs: the pid is the peer's own
+            self.others = dict(ksoftirqd_pids(), peer=server.pid)
             start = time.monotonic()
             proc = qns.popen(self.command(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -336,6 +424,10 @@ class GuestRun:
             begin, end = phase
             done = done or end
             res['_threads'] = delta(end['threads'], begin['threads'])
+            # threads that share a label may come and go: never below 0
+            res['_busy'] = {k: [max(0, x) for x in v] for k, v in
+                            delta(end['busy'], begin['busy']).items()}
+            res['_device'] = delta(done['device'], begin['device'])
             res['_wall'] = end['time'] - begin['time']
             res['_tap'] = delta(done['tap'], begin['tap'])
             res['_udp'] = delta(done['udp'], begin['udp'])

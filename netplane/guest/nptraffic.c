@@ -31,6 +31,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -40,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -999,6 +1003,9 @@ static void print_result(FILE *f, const char *prefix, const struct test *t,
 
     fprintf(f, "%stest=%s size=%" PRIu64 " secs=%.3f ", prefix,
             kind_names[t->kind], t->size, ns / 1e9);
+    if (t->pps) {
+        fprintf(f, "rate=%" PRIu64 " ", t->pps);
+    }
     if (IS_TCP(t)) {
         fprintf(f, "bytes_sent=%" PRIu64 " bytes_recv=%" PRIu64
                 " ok=%d mbps=%.2f", r->bytes_sent, r->bytes_recv,
@@ -1094,6 +1101,105 @@ static int read_udp_errors(uint64_t v[2])
         break;
     }
     fclose(f);
+    return found ? 0 : -1;
+}
+
+/*
+ * One of virtio_net's per-queue ethtool statistics: "tx_queue_N_kicks"
+ * (Linux up to 6.9) or "tx0_kicks" (6.10 on), for dir "tx" or "rx" and
+ * what "kicks" or "packets".
+ */
+static int vnet_stat_is(const char *name, const char *dir, const char *what)
+{
+    char fmt[48];
+    unsigned q;
+    int end = -1;
+
+    snprintf(fmt, sizeof(fmt), "%s_queue_%%u_%s%%n", dir, what);
+    if (sscanf(name, fmt, &q, &end) == 1 && end > 0 && !name[end]) {
+        return 1;
+    }
+    end = -1;
+    snprintf(fmt, sizeof(fmt), "%s%%u_%s%%n", dir, what);
+    return sscanf(name, fmt, &q, &end) == 1 && end > 0 && !name[end];
+}
+
+/*
+ * The guest driver's notification counters, summed over the queues of
+ * every virtio_net interface (what ethtool -S shows): v[0] TX kicks,
+ * v[1] RX kicks (buffers refilled and the device notified), v[2] TX
+ * packets, v[3] RX packets.
+ */
+static int read_vnet_stats(uint64_t v[4])
+{
+    static const char *const keys[4][2] = {
+        { "tx", "kicks" }, { "rx", "kicks" },
+        { "tx", "packets" }, { "rx", "packets" },
+    };
+    struct if_nameindex *ifs, *it;
+    struct ethtool_drvinfo drv;
+    struct ethtool_gstrings *names = NULL;
+    struct ethtool_stats *vals = NULL;
+    struct ifreq ifr;
+    const char *name;
+    uint32_t i, k, n;
+    int fd, found = 0;
+
+    v[0] = v[1] = v[2] = v[3] = 0;
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifs = fd < 0 ? NULL : if_nameindex();
+    for (it = ifs; it && it->if_index; it++) {
+        memset(&ifr, 0, sizeof(ifr));
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", it->if_name);
+        memset(&drv, 0, sizeof(drv));
+        drv.cmd = ETHTOOL_GDRVINFO;
+        ifr.ifr_data = (void *)&drv;
+        if (ioctl(fd, SIOCETHTOOL, &ifr) < 0 ||
+            strcmp(drv.driver, "virtio_net") || !drv.n_stats) {
+            continue;
+        }
+        n = drv.n_stats;
+        free(names);
+        free(vals);
+        names = calloc(1, sizeof(*names) + (size_t)n * ETH_GSTRING_LEN);
+        vals = calloc(1, sizeof(*vals) + (size_t)n * sizeof(uint64_t));
+        if (!names || !vals) {
+            break;
+        }
+        names->cmd = ETHTOOL_GSTRINGS;
+        names->string_set = ETH_SS_STATS;
+        names->len = n;
+        ifr.ifr_data = (void *)names;
+        if (ioctl(fd, SIOCETHTOOL, &ifr) < 0) {
+            continue;
+        }
+        vals->cmd = ETHTOOL_GSTATS;
+        vals->n_stats = n;
+        ifr.ifr_data = (void *)vals;
+        if (ioctl(fd, SIOCETHTOOL, &ifr) < 0) {
+            continue;
+        }
+        for (i = 0; i < n && i < names->len && i < vals->n_stats; i++) {
+            name = (const char *)names->data + (size_t)i * ETH_GSTRING_LEN;
+            if (memchr(name, 0, ETH_GSTRING_LEN) == NULL) {
+                continue;
+            }
+            for (k = 0; k < 4; k++) {
+                if (vnet_stat_is(name, keys[k][0], keys[k][1])) {
+                    v[k] += vals->data[i];
+                    found = 1;
+                }
+            }
+        }
+    }
+    free(names);
+    free(vals);
+    if (ifs) {
+        if_freenameindex(ifs);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
     return found ? 0 : -1;
 }
 
@@ -1251,9 +1357,9 @@ static int client_test(struct ctl *c, struct in_addr sip, const struct test *t,
                        unsigned idx, int irq)
 {
     struct result r;
-    uint64_t irq0[3], irq1[3], udp0[2], udp1[2], npk;
+    uint64_t irq0[3], irq1[3], udp0[2], udp1[2], vq0[4], vq1[4], npk;
     uint32_t id = (uint32_t)(now_ns() ^ (uint64_t)getpid() << 20) + idx;
-    int fd = -1, ret = -1, cport = 0, port;
+    int fd = -1, ret = -1, cport = 0, port, vq = 0;
     char line[LINE];
 
     memset(&r, 0, sizeof(r));
@@ -1291,6 +1397,7 @@ static int client_test(struct ctl *c, struct in_addr sip, const struct test *t,
     if (irq && read_udp_errors(udp0) < 0) {
         udp0[0] = udp0[1] = 0;
     }
+    vq = irq && read_vnet_stats(vq0) == 0;
     printf("NPPHASE begin test=%s size=%" PRIu64 " secs=%" PRIu64 "\n",
            kind_names[t->kind], t->size, t->secs);
     phase_test = kind_names[t->kind];
@@ -1309,6 +1416,12 @@ static int client_test(struct ctl *c, struct in_addr sip, const struct test *t,
         if (read_udp_errors(udp1) == 0) {
             printf(" udp_rcvbuf_errors=%" PRIu64 " udp_in_errors=%" PRIu64,
                    udp1[0] - udp0[0], udp1[1] - udp0[1]);
+        }
+        if (vq && read_vnet_stats(vq1) == 0) {
+            printf(" kicks_tx=%" PRIu64 " kicks_rx=%" PRIu64
+                   " vq_tx_packets=%" PRIu64 " vq_rx_packets=%" PRIu64,
+                   vq1[0] - vq0[0], vq1[1] - vq0[1], vq1[2] - vq0[2],
+                   vq1[3] - vq0[3]);
         }
     }
     printf("\n");
@@ -1399,8 +1512,9 @@ static void usage(FILE *f)
 "  rr:SIZE:SECS             UDP request/response latency\n"
 "\n"
 "Control port defaults to %d (TCP).  --once: serve one session, exit.\n"
-"--irq: add virtio interrupt deltas from /proc/interrupts and UDP drop\n"
-"       deltas from /proc/net/snmp (this host's stack) to results.\n"
+"--irq: add virtio interrupt deltas from /proc/interrupts, UDP drop\n"
+"       deltas from /proc/net/snmp (this host's stack) and virtio_net's\n"
+"       kick and queue packet deltas (ethtool -S) to results.\n"
 "Exit status: 0 all tests passed, 1 failure, 2 usage error.\n",
             DEFAULT_PORT);
 }
