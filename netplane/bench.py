@@ -5,18 +5,24 @@ netplane's benchmark (make bench): upstream QEMU and netplane side by side
 in one run.
 
 Every variant boots the tiny guest under TCG with a virtio-net-pci NIC on
-tap in a private namespace, and the guest runs the same nptraffic tests
-against a peer in that namespace.  Variants alternate within each
-repetition (and the order rotates between repetitions) so that the noise of
-this machine falls on all of them alike; each number is the median over the
-repetitions with its spread (min..max).
+tap in a private namespace (or on af-packet on a veth leg), with or without
+an IOThread, and the guest runs the same nptraffic tests against a peer in
+that namespace: UDP floods both ways, the same at a fixed 20,000 pkt/s,
+request/response and a burst.  Variants alternate within each repetition
+(and the order rotates between repetitions) so that the noise of this
+machine falls on all of them alike; each number is the median over the
+repetitions, throughput and latency with their spread (min..max).
 
-Per test and variant: packets/s and Mbit/s (delivered), loss, guest
-interrupts per packet (the guest's /proc/interrupts), QEMU CPU time per
-packet by thread class (main loop, vCPUs, IOThreads, other) and each
-class's run-queue wait (schedstat: time runnable but not running, which is
-CPU congestion on a 2-core machine), the host's drop counters (tap, UDP
-socket buffers), and for request/response transactions/s and latency.
+Per test and variant: packets/s (delivered), loss, guest interrupts per
+packet by queue (the guest's /proc/interrupts) and guest kicks per packet
+by queue (virtio_net's ethtool counters in the guest), QEMU CPU time per
+packet by thread class (main loop, IOThreads, both, vCPUs), the main
+loop's busy %, each class's run-queue wait (schedstat: time runnable but
+not running, which is CPU congestion on a 2-core machine), the thread that
+limits the number (the busiest thread, from schedstat), the host's drop
+counters (tap, UDP socket buffers, af-packet), and for request/response
+transactions/s and latency.  With an IOThread, QEMU's own virtio-net
+dataplane counters (query-stats provider virtio-net) as well.
 """
 
 import argparse
@@ -29,22 +35,61 @@ import time
 import harness
 
 CLASSES = ('main', 'vcpu', 'iothread', 'other')
+IOTHREAD = ('-object', 'iothread,id=io0')
+# The fixed "moderate" rate of the paced UDP tests
+RATE = 20000
+# A thread this busy (% of one CPU) is what limits a number
+SATURATED = 85
+# Fewer packets in a direction than this: its dataplane ratios are noise
+DEV_MIN_PACKETS = 1000
+# Fewer guest interrupts than this: no main-loop time per interrupt
+MIN_IRQS = 1000
 
 
 def variants(build):
     up = os.path.join(build, 'upstream', 'qemu', 'qemu-system-x86_64')
     np_ = os.path.join(build, 'qemu', 'qemu-system-x86_64')
     return [
-        # name, binary, device, backend, backend options
-        ('upstream tx=bh', up, 'virtio-net-pci', 'tap', ''),
-        ('upstream tx=timer', up, 'virtio-net-pci,tx=timer', 'tap', ''),
-        ('netplane', np_, 'virtio-net-pci', 'tap', ''),
-        ('netplane af-packet', np_, 'virtio-net-pci', 'af-packet', ''),
+        # name, binary, device, backend, backend options, QEMU arguments
+        ('upstream tx=bh', up, 'virtio-net-pci', 'tap', '', ()),
+        ('upstream tx=timer', up, 'virtio-net-pci,tx=timer', 'tap', '', ()),
+        # netplane without an IOThread: its hooks cost nothing (= tx=bh)
+        ('netplane', np_, 'virtio-net-pci', 'tap', '', ()),
+        ('netplane iothread', np_, 'virtio-net-pci,iothread=io0', 'tap', '',
+         IOTHREAD),
+        ('netplane af-packet', np_, 'virtio-net-pci', 'af-packet', '', ()),
+        ('netplane af-packet iothread', np_, 'virtio-net-pci,iothread=io0',
+         'af-packet', '', IOTHREAD),
         # A plain packet socket's receive buffer instead of the ring
         # (net.core.rmem_default): what the ring is measured against.
         ('af-packet no ring', np_, 'virtio-net-pci', 'af-packet',
-         ',rx-ring-size=0'),
+         ',rx-ring-size=0', ()),
     ]
+
+
+def test_key(kind, size, rate=0):
+    """'udp-tx:64', or 'udp-tx:64@20000' for a paced test."""
+    key = '%s:%s' % (kind, size)
+    return '%s@%d' % (key, int(rate)) if rate and int(rate) else key
+
+
+def spec_key(spec):
+    """The test_key() of an nptraffic test spec."""
+    p = spec.split(':')
+    if p[0] in ('tcp-tx', 'tcp-rx'):
+        return test_key(p[0], 0)
+    rate = p[3] if p[0] in ('udp-tx', 'udp-rx') and len(p) > 3 else 0
+    return test_key(p[0], p[1], rate)
+
+
+def test_title(key):
+    if '@' in key:
+        return '%s at %s pkt/s (paced)' % tuple(key.split('@'))
+    return key
+
+
+def result_key(res):
+    return test_key(res['test'], res.get('size', ''), res.get('rate', 0))
 
 
 def metrics(res):
@@ -66,6 +111,29 @@ def metrics(res):
         m['loss_pct'] = 100.0 * float(res.get('lost', 0)) / sent
     if 'irq_per_pkt' in res:
         m['irq_per_pkt'] = float(res['irq_per_pkt'])
+        for q in ('rx', 'tx'):
+            m['irq_%s_per_pkt' % q] = \
+                float(res.get('irq_' + q, 0)) / max(1, n)
+    # Guest kicks (virtio_net's ethtool counters) per packet of the test:
+    # for udp-tx per packet the guest sent, as the device saw them all.
+    if 'kicks_tx' in res:
+        nk = int(res.get('sent', n)) if test == 'udp-tx' else n
+        for q in ('tx', 'rx'):
+            m['kicks_%s_per_pkt' % q] = \
+                float(res['kicks_' + q]) / max(1, nk)
+    # QEMU's dataplane counters, each direction per its own packets
+    dev = res.get('_device', {})
+    for q in ('tx', 'rx') if dev else ():
+        pk = max(1, dev.get(q + '-packets', 0))
+        m['dev_%s_packets' % q] = dev.get(q + '-packets', 0)
+        m['dev_%s_kicks_per_pkt' % q] = dev.get(q + '-kicks', 0) / pk
+        m['dev_%s_irq_per_pkt' % q] = dev.get(q + '-interrupts', 0) / pk
+        m['dev_%s_pkts_per_batch' % q] = \
+            dev.get(q + '-packets', 0) / max(1, dev.get(q + '-batches', 0))
+        for c in ('dropped', 'budget-exhausted', 'backend-busy',
+                  'no-buffers', 'interrupts-suppressed'):
+            if q + '-' + c in dev:
+                m['dev_%s_%s' % (q, c)] = dev[q + '-' + c]
     threads = res.get('_threads', {})
     wall = max(res.get('_wall', 0), 1e-9)
     for cls in CLASSES:
@@ -73,6 +141,20 @@ def metrics(res):
         m['cpu_us_per_pkt_' + cls] = run_ns / 1e3 / max(1, n)
         m['cpu_pct_' + cls] = 100.0 * run_ns / 1e9 / wall
         m['rqwait_pct_' + cls] = 100.0 * wait_ns / 1e9 / wall
+    # outside the vCPUs: what the dataplane moves out of the main loop
+    m['cpu_us_per_pkt_mainio'] = (m['cpu_us_per_pkt_main'] +
+                                  m['cpu_us_per_pkt_iothread'])
+    # main-loop time per guest interrupt: without irqfd (TCG) every
+    # interrupt an IOThread raises is injected by the main loop
+    irqs = int(res.get('irq_rx', 0)) + int(res.get('irq_tx', 0))
+    if irqs >= MIN_IRQS:
+        m['main_us_per_irq'] = threads.get('main', [0, 0])[0] / 1e3 / irqs
+    if '_host_busy' in res:
+        m['host_busy_pct'] = 100.0 * max(0.0, res['_host_busy'])
+    # per thread (QEMU's, the traffic peer, ksoftirqd/N): which one limits
+    for label, (run_ns, wait_ns) in res.get('_busy', {}).items():
+        m['busy_pct:' + label] = 100.0 * run_ns / 1e9 / wall
+        m['wait_pct:' + label] = 100.0 * wait_ns / 1e9 / wall
     for k, v in res.get('_tap', {}).items():
         if k.endswith('dropped'):
             m['tap_' + k] = v
@@ -110,12 +192,99 @@ def fmt(v, digits=0):
     return '%.*f (%.*f..%.*f)' % (digits, med, digits, lo, digits, hi)
 
 
+def med(s, key, digits=0):
+    """The median of @key in summary @s, or '-'."""
+    return '%.*f' % (digits, s[key][0]) if key in s else '-'
+
+
+def limit(s):
+    """Which thread limits a test's numbers, from per-thread schedstat
+    over the traffic phase: the busiest thread if it runs SATURATED % of a
+    CPU; else the thread that was runnable (running or waiting for a CPU)
+    the longest if that is SATURATED %, which means the host's CPUs limit
+    (it would run if it could); else nothing is saturated (a paced test, or
+    latency-bound).  The host's overall CPU use follows."""
+    busy = {k.split(':', 1)[1]: v[0] for k, v in s.items()
+            if k.startswith('busy_pct:')}
+    if not busy:
+        return '-'
+    wait = {k: s.get('wait_pct:' + k, (0, 0, 0))[0] for k in busy}
+    top = max(busy, key=busy.get)
+    ready = max(busy, key=lambda k: busy[k] + wait[k])
+    if busy[top] >= SATURATED:
+        text = '%s %.0f%%' % (top, busy[top])
+    elif busy[ready] + wait[ready] >= SATURATED:
+        text = 'host CPUs: %s %.0f%%+%.0f%% wait' % (ready, busy[ready],
+                                                    wait[ready])
+    else:
+        text = 'none (%s %.0f%%)' % (top, busy[top])
+    if 'host_busy_pct' in s:
+        text += ', host %.0f%%' % s['host_busy_pct'][0]
+    return text
+
+
+def summary_table(summary, names, tests):
+    """The requirement's numbers in one compact table."""
+    tx, rx, rr = 'udp-tx:64', 'udp-rx:64', 'rr:64'
+    txr, rxr = test_key('udp-tx', 64, RATE), test_key('udp-rx', 64, RATE)
+    cols = []
+    if tx in tests:
+        cols.append(('TX 64 pkt/s', lambda s: fmt_pair(s.get(tx), 'pps')))
+    if rx in tests:
+        cols.append(('RX 64 pkt/s', lambda s: fmt_pair(s.get(rx), 'pps')))
+    if rr in tests:
+        cols.append(('rr trans/s, p50/p99 µs', lambda s: '%s, %s/%s' % (
+            med(s.get(rr, {}), 'tps'), med(s.get(rr, {}), 'p50_us'),
+            med(s.get(rr, {}), 'p99_us'))))
+    pairs = [k for k in (tx, rx) if k in tests]
+    if pairs:
+        which = '/'.join(k.split(':')[0][-2:].upper() for k in pairs)
+        cols += [
+            ('main+IO µs/pkt ' + which, lambda s: '/'.join(
+                med(s.get(k, {}), 'cpu_us_per_pkt_mainio', 1)
+                for k in pairs)),
+            ('main busy % ' + which, lambda s: '/'.join(
+                med(s.get(k, {}), 'cpu_pct_main') for k in pairs)),
+            ('irq/pkt ' + which, lambda s: '/'.join(
+                med(s.get(k, {}), 'irq_per_pkt', 3) for k in pairs))]
+    kk = [k for k in (tx, txr) if k in tests]
+    if kk:
+        cols.append(('TX kicks/pkt ' + ', '.join(
+            'max' if k == tx else '%dk/s' % (RATE // 1000) for k in kk),
+            lambda s, kk=kk: ', '.join(
+                med(s.get(k, {}), 'kicks_tx_per_pkt', 3) for k in kk)))
+    kk = [k for k in (txr, rxr) if k in tests]
+    if kk:
+        cols.append(('irq/pkt %dk/s %s' % (RATE // 1000, '/'.join(
+            k.split(':')[0][-2:].upper() for k in kk)),
+            lambda s, kk=kk: '/'.join(
+                med(s.get(k, {}), 'irq_per_pkt', 3) for k in kk)))
+    for k in pairs:
+        cols.append(('limit ' + k.split(':')[0][-2:].upper(),
+                     lambda s, k=k: limit(s.get(k, {}))))
+    if not cols:
+        return ''
+    lines = ['', '**Summary** (medians; TX/RX: udp-tx/udp-rx, 64 bytes, '
+             'unpaced unless a rate is given)', '',
+             '| variant | ' + ' | '.join(c[0] for c in cols) + ' |',
+             '|---' * (len(cols) + 1) + '|']
+    for name in names:
+        s = summary.get(name, {})
+        lines.append('| %s | ' % name +
+                     ' | '.join(f(s) for _, f in cols) + ' |')
+    return '\n'.join(lines)
+
+
+def fmt_pair(s, key):
+    return fmt(s[key]) if s and key in s else '-'
+
+
 def table(summary, names, tests):
     lines = []
     for test in tests:
         rr = test.startswith('rr')
         lines.append('')
-        lines.append('**%s**' % test)
+        lines.append('**%s**' % test_title(test))
         lines.append('')
         if test.startswith('udp-burst'):
             cols = [('delivered', 'delivered', 0),
@@ -134,19 +303,29 @@ def table(summary, names, tests):
                     fmt(s[key], digits) if key in s else '-'
                     for _, key, digits in cols) + ' |')
             continue
+        # (title, metric or a function of the summary, digits, spread?)
         if rr:
-            cols = [('trans/s', 'tps', 0), ('p50 µs', 'p50_us', 0),
-                    ('p99 µs', 'p99_us', 0)]
+            cols = [('trans/s', 'tps', 0, True), ('p50 µs', 'p50_us', 0, True),
+                    ('p99 µs', 'p99_us', 0, True)]
         else:
-            cols = [('pkt/s', 'pps', 0), ('Mbit/s', 'mbps', 1),
-                    ('loss %', 'loss_pct', 1)]
-        cols += [('irq/pkt', 'irq_per_pkt', 3),
-                 ('main µs/pkt', 'cpu_us_per_pkt_main', 1),
-                 ('vCPU µs/pkt', 'cpu_us_per_pkt_vcpu', 1),
-                 ('IOThread µs/pkt', 'cpu_us_per_pkt_iothread', 1),
-                 ('main busy %', 'cpu_pct_main', 0),
-                 ('rq-wait % main/vCPU/IO', None, 0),
-                 ('drops link/udp/af-packet', None, 0)]
+            cols = [('pkt/s', 'pps', 0, True),
+                    ('loss %', 'loss_pct', 1, False)]
+        cols += [('irq/pkt rx/tx', lambda s: '%s/%s' % (
+                      med(s, 'irq_rx_per_pkt', 3),
+                      med(s, 'irq_tx_per_pkt', 3)), 0, False),
+                 ('kicks/pkt tx/rx', lambda s: '%s/%s' % (
+                      med(s, 'kicks_tx_per_pkt', 3),
+                      med(s, 'kicks_rx_per_pkt', 3)), 0, False),
+                 ('main µs/pkt', 'cpu_us_per_pkt_main', 1, False),
+                 ('IOThread µs/pkt', 'cpu_us_per_pkt_iothread', 1, False),
+                 ('main+IO µs/pkt', 'cpu_us_per_pkt_mainio', 1, False),
+                 ('vCPU µs/pkt', 'cpu_us_per_pkt_vcpu', 1, False),
+                 ('main busy %', 'cpu_pct_main', 0, False),
+                 ('limit', limit, 0, False),
+                 ('rq-wait % main/vCPU/IO', lambda s: '/'.join(
+                      med(s, 'rqwait_pct_' + c)
+                      for c in ('main', 'vcpu', 'iothread')), 0, False),
+                 ('drops link/udp/af-packet', drops, 0, False)]
         lines.append('| variant | ' + ' | '.join(c[0] for c in cols) + ' |')
         lines.append('|---' * (len(cols) + 1) + '|')
         for name in names:
@@ -155,25 +334,91 @@ def table(summary, names, tests):
                 lines.append('| %s |' % name + ' n/a |' * len(cols))
                 continue
             row = []
-            for _, key, digits in cols:
-                if key is None and 'rq-wait' in _:
-                    row.append('/'.join('%.0f' % s.get('rqwait_pct_' + c,
-                                                       (0, 0, 0))[0]
-                                        for c in ('main', 'vcpu',
-                                                  'iothread')))
-                elif key is None:
-                    tap = sum(s.get(k, (0, 0, 0))[0] for k in s
-                              if k.startswith('tap_'))
-                    udp = s.get('udp_rcvbuf_errors', (0, 0, 0))[0]
-                    ap = sum(s.get(k, (0, 0, 0))[0] for k in s
-                             if k.startswith('ap_'))
-                    row.append('%d/%d/%d' % (tap, udp, ap))
+            for _, key, digits, spread in cols:
+                if callable(key):
+                    row.append(key(s))
                 elif key in s:
-                    row.append(fmt(s[key], digits))
+                    row.append(fmt(s[key], digits) if spread
+                               else med(s, key, digits))
                 else:
                     row.append('-')
             lines.append('| %s | ' % name + ' | '.join(row) + ' |')
     return '\n'.join(lines)
+
+
+def drops(s):
+    tap = sum(v[0] for k, v in s.items() if k.startswith('tap_'))
+    udp = s.get('udp_rcvbuf_errors', (0, 0, 0))[0]
+    ap = sum(v[0] for k, v in s.items() if k.startswith('ap_'))
+    return '%d/%d/%d' % (tap, udp, ap)
+
+
+def device_table(summary, names, tests):
+    """QEMU's virtio-net dataplane counters (IOThread variants only)."""
+    cols = [('TX kicks/pkt', 'dev_tx_kicks_per_pkt', 3),
+            ('TX pkts/batch', 'dev_tx_pkts_per_batch', 1),
+            ('TX irq/pkt', 'dev_tx_irq_per_pkt', 3),
+            ('TX irqs suppressed', 'dev_tx_interrupts-suppressed', 0),
+            ('TX budget exhausted', 'dev_tx_budget-exhausted', 0),
+            ('TX backend busy', 'dev_tx_backend-busy', 0),
+            ('RX kicks/pkt', 'dev_rx_kicks_per_pkt', 3),
+            ('RX pkts/batch', 'dev_rx_pkts_per_batch', 1),
+            ('RX irq/pkt', 'dev_rx_irq_per_pkt', 3),
+            ('RX no buffers', 'dev_rx_no-buffers', 0),
+            ('RX dropped', 'dev_rx_dropped', 0)]
+    rows = []
+    for test in tests:
+        for name in names:
+            s = summary.get(name, {}).get(test, {})
+            if 'dev_tx_kicks_per_pkt' not in s:
+                continue
+            # a direction with a few control packets only: no ratios
+            few = [q for q in ('tx', 'rx')
+                   if s.get('dev_%s_packets' % q, (0,))[0] < DEV_MIN_PACKETS]
+            rows.append('| %s | %s | ' % (test, name) + ' | '.join(
+                '-' if key[4:6] in few else med(s, key, digits)
+                for _, key, digits in cols) +
+                ' | %s |' % med(s, 'main_us_per_irq', 1))
+    if not rows:
+        return ''
+    return '\n'.join(
+        ['', "**QEMU's virtio-net dataplane counters** (query-stats provider "
+         'virtio-net, medians; per packet of the same direction)', '',
+         '| test | variant | ' + ' | '.join(c[0] for c in cols) +
+         ' | main µs/irq |', '|---' * (len(cols) + 3) + '|'] + rows)
+
+
+LEGEND = """
+Columns: irq/pkt and kicks/pkt per packet of the test (per transaction
+for rr; guest kicks for udp-tx per packet sent), by virtio queue: guest
+interrupts from /proc/interrupts, guest kicks from virtio_net's ethtool
+counters (tx_queue_N_kicks: TX notifications; rx_queue_N_kicks: RX
+buffers refilled and the device notified).  µs/pkt: QEMU CPU time per
+packet by thread class, main+IO is everything outside the vCPUs.  limit:
+the busiest thread over the traffic phase (QEMU's main, vcpuN, the
+IOThread io0, the traffic peer on the host, ksoftirqd/N) by schedstat run
+time, if it runs at least %d%% of a CPU; "host CPUs: T a%%+b%% wait":
+no thread ran that much, but T was runnable that long (running a%%,
+waiting for a CPU b%%), so the host's CPUs limit; "none (T a%%)": nothing
+saturated (a paced test, or latency-bound); "host N%%": all of the host's
+CPUs over the phase, other processes included.  Backend work (tap,
+af-packet, veth) runs in the QEMU thread that calls it and counts there.
+main µs/irq: main-loop CPU time per guest interrupt (without KVM's irqfd,
+an interrupt raised in an IOThread is injected by the main loop).
+""" % SATURATED
+
+
+COLORS = {'upstream tx=bh': '#999999', 'upstream tx=timer': '#c4c4c4',
+          'netplane': '#8fbfdf', 'netplane iothread': '#1f6aa5',
+          'netplane af-packet': '#f2bb80',
+          'netplane af-packet iothread': '#c96d12',
+          'af-packet no ring': '#4a9a4a'}
+
+
+PANEL_UNITS = {'pps': 'pkt/s delivered', 'tps': 'transactions/s',
+               'delivered': 'frames delivered',
+               'cpu_us_per_pkt_mainio': 'QEMU µs/pkt, main loop + IOThread',
+               'kicks_tx_per_pkt': 'guest TX kicks/pkt'}
 
 
 def plot(summary, names, tests, path):
@@ -187,9 +432,16 @@ def plot(summary, names, tests, path):
     panels = [(t, 'tps' if t.startswith('rr') else
                'delivered' if t.startswith('udp-burst') else 'pps')
               for t in tests]
-    panels += [(t, 'cpu_us_per_pkt_main') for t in tests
-               if t.startswith('udp-tx') or t.startswith('udp-rx')][:2]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    panels += [(t, 'cpu_us_per_pkt_mainio') for t in tests
+               if t in ('udp-tx:64', 'udp-rx:64')]
+    panels += [(t, 'kicks_tx_per_pkt') for t in tests if t == 'udp-tx:64']
+    ncols = min(len(panels), 5)
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(3.2 * ncols, 3.9 * nrows))
+    axes = [ax for row in axes for ax in row]
+    for ax in axes[len(panels):]:
+        ax.axis('off')
     for ax, (test, key) in zip(axes, panels):
         meds, errs = [], [[], []]
         for name in names:
@@ -198,14 +450,15 @@ def plot(summary, names, tests, path):
             errs[0].append(v[0] - v[1])
             errs[1].append(v[2] - v[0])
         ax.bar(range(len(names)), meds, yerr=errs, capsize=3,
-               color=['#999999', '#bbbbbb', '#2a7ab0', '#d9822b',
-                      '#4a9a4a'][:len(names)])
+               color=[COLORS.get(n, '#777777') for n in names])
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=30, ha='right', fontsize=7)
-        ax.set_title('%s\n%s' % (test, key), fontsize=8)
+        ax.set_xticklabels(names, rotation=35, ha='right', fontsize=6.5)
+        ax.set_title('%s\n%s' % (test_title(test), PANEL_UNITS.get(key, key)),
+                     fontsize=8)
         ax.tick_params(axis='y', labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main():
@@ -216,7 +469,8 @@ def main():
                     help='seconds of traffic per test')
     ap.add_argument('--only', help='comma-separated variant names')
     ap.add_argument('--tests', help='comma-separated nptraffic tests '
-                    '(default: UDP both ways at 64 and 1400 bytes, rr)')
+                    '(default: the burst, UDP both ways at 64 and 1400 '
+                    'bytes and at 64 bytes paced to %d pkt/s, rr)' % RATE)
     ap.add_argument('--out', help='output folder (default BUILD/bench)')
     ap.add_argument('--render', metavar='JSON',
                     help='only render the table and plot of an earlier run')
@@ -225,6 +479,7 @@ def main():
     if args.render:
         with open(args.render) as f:
             data = json.load(f)
+        os.makedirs(out, exist_ok=True)
         report(out, data)
         return 0
 
@@ -232,8 +487,10 @@ def main():
     tests = (args.tests.split(',') if args.tests else
              # The burst first, on a quiet guest; the floods of udp-rx last,
              # so that no test's drops spill into the next one's counters.
-             ['udp-burst:64:10000', 'udp-tx:64:%d' % s, 'udp-tx:1400:%d' % s,
-              'rr:64:%d' % s, 'udp-rx:64:%d' % s, 'udp-rx:1400:%d' % s])
+             ['udp-burst:64:10000', 'udp-tx:64:%d' % s,
+              'udp-tx:64:%d:%d' % (s, RATE), 'udp-tx:1400:%d' % s,
+              'rr:64:%d' % s, 'udp-rx:64:%d:%d' % (s, RATE),
+              'udp-rx:64:%d' % s, 'udp-rx:1400:%d' % s])
     vs = variants(args.build)
     if args.only:
         keep = args.only.split(',')
@@ -243,30 +500,45 @@ def main():
 
     raw = {v[0]: {} for v in vs}
     boots = {v[0]: [] for v in vs}
+    failures = []
     started = time.time()
     for rep in range(args.reps):
         order = vs[rep % len(vs):] + vs[:rep % len(vs)]
-        for name, qemu, device, backend, opts in order:
+        for name, qemu, device, backend, opts, qemu_args in order:
             t0 = time.monotonic()
             logpath = os.path.join(out, 'console-%s-%d.log'
                                    % (name.replace(' ', '_'), rep))
+            run = harness.GuestRun(qemu, guest, tests, device=device,
+                                   backend=backend, netdev_opts=opts,
+                                   extra_args=qemu_args)
+            error = None
             with open(logpath, 'w') as log:
-                run = harness.GuestRun(qemu, guest, tests, device=device,
-                                       backend=backend, netdev_opts=opts,
-                                       log=log).run()
-            boots[name].append(run.boot_seconds or 0)
+                run.log = log
+                try:
+                    run.run()
+                except (OSError, RuntimeError) as e:
+                    # one failed boot must not cost the whole run: keep
+                    # the tests that completed, say so in the results
+                    error = str(e).split('\n')[0]
+                    log.write('bench: %s\n' % e)
+                    failures.append('rep %d %s: %s' % (rep + 1, name, error))
+            if run.boot_seconds:
+                boots[name].append(run.boot_seconds)
             for res in run.results:
-                key = '%s:%s' % (res['test'], res.get('size', ''))
-                raw[name].setdefault(key, []).append(metrics(res))
-            print('bench: rep %d %-18s %3.0fs  %s' % (
+                raw[name].setdefault(result_key(res), []).append(
+                    metrics(res))
+            print('bench: rep %d %-27s %3.0fs  %s%s' % (
                 rep + 1, name, time.monotonic() - t0,
-                '  '.join('%s=%s' % (r['test'] + ':' + r.get('size', ''),
+                '  '.join('%s=%s' % (result_key(r),
                                      r.get('pps', r.get('tps')))
-                          for r in run.results)), flush=True)
+                          for r in run.results),
+                '  FAILED: %s (%s)' % (error, logpath) if error else ''),
+                flush=True)
 
-    keys = ['%s:%s' % (t.split(':')[0], t.split(':')[1]) for t in tests]
+    keys = [spec_key(t) for t in tests]
     data = {'tests': keys, 'variants': [v[0] for v in vs], 'raw': raw,
             'boot_seconds': boots, 'secs': s, 'reps': args.reps,
+            'host_cpus': os.cpu_count(), 'failures': failures,
             'date': time.strftime('%Y-%m-%d %H:%M'),
             'elapsed': time.time() - started}
     report(out, data)
@@ -284,11 +556,18 @@ def report(out, data):
           '',
           'Guest: tiny Debian kernel + busybox, TCG, 2 vCPUs, 256 MiB, '
           'virtio-net-pci; tap variants: tap in a private namespace, '
-          'af-packet variants: a veth leg, the peer in a second namespace. '
-          'Boot to ready: ' +
+          'af-packet variants: a veth leg, the peer in a second namespace; '
+          'iothread variants: `-object iothread,id=io0` and `iothread=io0` '
+          '(default polling). Host: %s CPUs. Boot to ready: '
+          % data.get('host_cpus', '?') +
           ', '.join('%s %.0fs' % (n, statistics.median(b))
                     for n, b in data['boot_seconds'].items() if b),
-          table(summary, names, keys)]
+          ''.join('\nFailed run (its completed tests count): %s\n' % f
+                  for f in data.get('failures', [])),
+          summary_table(summary, names, keys),
+          table(summary, names, keys),
+          device_table(summary, names, keys),
+          LEGEND]
     text = '\n'.join(md) + '\n'
     print(text)
     with open(os.path.join(out, 'results.md'), 'w') as f:

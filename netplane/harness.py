@@ -96,13 +96,13 @@ def thread_stats(pid, tasks=None):
     return out
 
 
-def busy_stats(pid, others):
-    """{label: [run_ns, wait_ns]} per thread of QEMU (@pid, labels from
-    thread_label(), threads that share a label summed) and of @others,
-    {label: pid} (single-threaded processes such as the traffic peer, or
-    kernel threads such as ksoftirqd/N)."""
+def busy_stats(pid, tasks, others):
+    """{label: [run_ns, wait_ns]} per thread of QEMU (@pid, its
+    task_stats() @tasks, labels from thread_label(), threads that share a
+    label summed) and of @others, {label: pid} (single-threaded processes
+    such as the traffic peer, or kernel threads such as ksoftirqd/N)."""
     out = {}
-    for tid, (comm, run_ns, wait_ns) in task_stats(pid).items():
+    for tid, (comm, run_ns, wait_ns) in tasks.items():
         acc = out.setdefault(thread_label(pid, tid, comm), [0, 0])
         acc[0] += run_ns
         acc[1] += wait_ns
@@ -111,6 +111,15 @@ def busy_stats(pid, others):
         if st:
             out[label] = [st[1], st[2]]
     return out
+
+
+def host_idle():
+    """Seconds all of the host's CPUs were idle (/proc/stat idle and
+    iowait).  Idle time is measured (NO_HZ), unlike the tick-sampled
+    busy fields, which miss work that sleeps before each tick."""
+    with open('/proc/stat') as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[3] + v[4]) / os.sysconf('SC_CLK_TCK')
 
 
 def ksoftirqd_pids():
@@ -176,7 +185,7 @@ def delta(after, before):
 class QMP:
     """Just enough of a QMP client to read statistics."""
 
-    def __init__(self, path, timeout=10):
+    def __init__(self, path, timeout=10, proc=None):
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -185,6 +194,13 @@ class QMP:
                 break
             except OSError:
                 self.sock.close()
+                if proc and proc.poll() is not None:
+                    out = proc.stdout.read() if proc.stdout else b''
+                    raise RuntimeError('QEMU exited (status %d) before its '
+                                       'QMP socket appeared:\n%s'
+                                       % (proc.returncode,
+                                          out.decode(errors='replace')
+                                          [-2000:]))
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
@@ -238,12 +254,9 @@ def backend_stats(qmp):
 def device_stats(qmp):
     """{counter: value} of the virtio-net dataplane (query-stats provider
     virtio-net: tx-kicks, tx-packets, ...), summed over its queue pairs;
-    {} without a dataplane, None if this QEMU has no such provider."""
-    try:
-        return _sum_stats(qmp.cmd('query-stats', target='netdev',
-                                  providers=[{'provider': 'virtio-net'}]))
-    except RuntimeError:
-        return None
+    {} without a dataplane.  RuntimeError if QEMU has no such provider."""
+    return _sum_stats(qmp.cmd('query-stats', target='netdev',
+                              providers=[{'provider': 'virtio-net'}]))
 
 
 class GuestRun:
@@ -299,10 +312,16 @@ class GuestRun:
 
     def snapshot(self, peer, pid):
         if self.qmp and self.has_device_stats is None:
-            self.has_device_stats = device_stats(self.qmp) is not None
-        return {'time': time.monotonic(), 'threads': thread_stats(pid),
-                'busy': busy_stats(pid, self.others),
-                'device': ((device_stats(self.qmp) or {})
+            try:
+                device_stats(self.qmp)
+                self.has_device_stats = True
+            except RuntimeError:        # upstream: no provider virtio-net
+                self.has_device_stats = False
+        tasks = task_stats(pid)
+        return {'time': time.monotonic(), 'threads': thread_stats(pid, tasks),
+                'busy': busy_stats(pid, tasks, self.others),
+                'idle': host_idle(),
+                'device': (device_stats(self.qmp)
                            if self.has_device_stats else {}),
                 'tap': link_stats(peer, self.host_dev), 'udp': udp_stats(peer),
                 'qlink': (link_stats(self.qns, 'vq0')
@@ -344,7 +363,7 @@ class GuestRun:
             start = time.monotonic()
             proc = qns.popen(self.command(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            self.qmp = QMP(self.qmp_path)
+            self.qmp = QMP(self.qmp_path, proc=proc)
             self._read(peer, proc, start)
             self.qmp.close()
             self.qmp = None
@@ -429,6 +448,10 @@ class GuestRun:
                             delta(end['busy'], begin['busy']).items()}
             res['_device'] = delta(done['device'], begin['device'])
             res['_wall'] = end['time'] - begin['time']
+            # all of the host's CPUs, other processes included
+            res['_host_busy'] = 1 - ((end['idle'] - begin['idle']) /
+                                     max(res['_wall'], 1e-9) /
+                                     (os.cpu_count() or 1))
             res['_tap'] = delta(done['tap'], begin['tap'])
             res['_udp'] = delta(done['udp'], begin['udp'])
             res['_softnet'] = done['softnet'] - begin['softnet']
