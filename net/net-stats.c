@@ -2,9 +2,9 @@
  * Statistics of network clients: query-stats provider "net", target
  * "netdev", and the counters line of "info network".
  *
- * Every net client whose NetClientInfo has get_stats() is a query-stats
- * result: "netdev" names it, "queue" is its queue index, and its counters
- * are cumulative scalars.
+ * Every net client whose NetClientInfo has get_stats(), and that reports
+ * counters, is a query-stats result: "netdev" names it, "queue" is its
+ * queue index, and its counters are cumulative scalars.
  *
  * Copyright (c) 2026 netplane developers
  *
@@ -18,6 +18,7 @@
 
 struct NetStatsBuilder {
     strList *names;         /* only these counters, if not NULL */
+    bool want_schema;       /* build schema below, not stats */
     StatsList *stats;       /* query-stats result, or */
     StatsSchemaValueList *schema;   /* query-stats-schemas result, or */
     GString *text;          /* "info network" text */
@@ -44,7 +45,7 @@ void net_stats_add(NetStatsBuilder *b, const char *name, uint64_t value)
     if (b->text) {
         g_string_append_printf(b->text, "%s%s=%" PRIu64,
                                b->text->len ? "," : "", name, value);
-    } else if (b->schema) {
+    } else if (b->want_schema) {
         StatsSchemaValueList *l;
         StatsSchemaValue *v;
 
@@ -106,6 +107,13 @@ static void net_stats_one(NetClientState *nc, void *opaque)
         return;
     }
     nc->info->get_stats(nc, &b);
+    if (!b.stats) {
+        /*
+         * Nothing to report, e.g. a virtio-net NIC without an IOThread, or
+         * nothing of what was asked: no result, as for KVM.
+         */
+        return;
+    }
     r = g_new0(StatsResult, 1);
     r->provider = q->provider;
     r->netdev = g_strdup(nc->name);
@@ -143,7 +151,11 @@ void net_stats_query(StatsProvider provider, bool nics,
 void net_stats_query_schema(StatsProvider provider, bool nics,
                             StatsSchemaList **result)
 {
-    NetStatsQuery q = { .provider = provider, .nics = nics };
+    NetStatsQuery q = {
+        .provider = provider,
+        .nics = nics,
+        .schema = { .want_schema = true },
+    };
     StatsSchemaValueList *ordered = NULL;
 
     qemu_foreach_net_client(net_stats_one, &q);

@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QOS_PATHS = [
     '/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-net-pci',
     '/x86_64/af-packet',
+    '/x86_64/virtio-net-dataplane',
 ]
 
 TAP_RE = re.compile(r'^(not ok|ok)\b\s*\d*\s*-?\s*(.*?)(\s+#\s*(SKIP|TODO)\b.*)?$',

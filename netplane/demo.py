@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
 netplane's demo (make demo): the tiny guest on the netplane build of QEMU,
-in a private network namespace, passing traffic both ways; prints a short
-report and fails if traffic did not flow intact.
+virtio-net running in an IOThread (--no-iothread: in the main loop, as
+upstream), in a private network namespace, passing traffic both ways;
+prints a short report with the device's own counters and fails if traffic
+did not flow intact.
 """
 
 import argparse
@@ -22,7 +24,13 @@ def main():
                     help='tap in the namespace, or af-packet on a veth leg')
     ap.add_argument('--netdev-opts', default='',
                     help="extra backend options, e.g. ',vnet-hdr=on'")
+    ap.add_argument('--no-iothread', dest='iothread', action='store_false',
+                    help='virtio-net in the main loop, as upstream')
     args = ap.parse_args()
+    device, extra = args.device, []
+    if args.iothread:
+        device += ',iothread=io0'
+        extra = ['-object', 'iothread,id=io0']
 
     s = args.secs
     tests = ['udp-tx:1400:%d:2000' % s, 'udp-rx:1400:%d:2000' % s,
@@ -32,16 +40,16 @@ def main():
     logpath = os.path.join(args.build, 'demo-console.log')
     print('demo: booting the tiny guest on %s' % qemu)
     print('demo: %s on %s in a private network namespace, guest %s, '
-          'peer %s' % (args.device, args.backend if args.backend == 'tap'
+          'peer %s' % (device, args.backend if args.backend == 'tap'
                        else 'af-packet (a veth leg; the peer in a second '
                        'namespace)', harness.GUEST_IP, harness.HOST_IP))
     with open(logpath, 'w') as log:
         try:
             run = harness.GuestRun(qemu, os.path.join(args.build, 'guest'),
-                                   tests, device=args.device,
+                                   tests, device=device,
                                    backend=args.backend,
                                    netdev_opts=args.netdev_opts,
-                                   log=log).run()
+                                   extra_args=extra, log=log).run()
         except RuntimeError as e:
             print('demo: FAILED: %s' % e)
             return 1
@@ -77,6 +85,27 @@ def main():
                 bad.append(name)
     print('\n  (udp rates: the 1400-byte flows are paced at 2000 pkt/s, the '
           '64-byte flows run as fast as the guest can)')
+    if any(r.get('_device') for r in run.results):
+        print('\n  the device\'s counters (query-stats provider virtio-net), '
+              'per packet:')
+        print('  %-16s %9s %9s %9s %9s %11s' %
+              ('test', 'TX kicks', 'TX irqs', 'RX irqs', 'RX kicks',
+               'TX batch'))
+        for r in run.results:
+            d = r.get('_device') or {}
+            tx = d.get('tx-packets', 0)
+            rx = d.get('rx-packets', 0)
+            name = r['test'] + (':' + r['size'] if 'size' in r else '')
+
+            def per(v, n):
+                return '%.3f' % (v / n) if n >= 100 else '-'
+            print('  %-16s %9s %9s %9s %9s %11s' % (
+                name, per(d.get('tx-kicks', 0), tx),
+                per(d.get('tx-interrupts', 0), tx),
+                per(d.get('rx-interrupts', 0), rx),
+                per(d.get('rx-kicks', 0), rx),
+                '%.1f pkts' % (tx / d['tx-batches'])
+                if d.get('tx-batches') and tx >= 100 else '-'))
     print('  console log: %s' % logpath)
     if bad or len(run.results) != len(tests):
         print('demo: FAILED: %s' % (', '.join(bad) or 'missing results'))

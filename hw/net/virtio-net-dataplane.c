@@ -410,6 +410,12 @@ void virtio_net_dataplane_rx_dropped(VirtIONetQueue *q)
     }
 }
 
+/* Frames the backend queued while the guest had no room.  Context: ctx */
+static void vndp_rx_resume(VirtIONetDPQueue *dq)
+{
+    qemu_flush_queued_packets(vndp_nc(dq));
+}
+
 /* The guest added RX buffers.  Context: dq->ctx */
 static void vndp_rx_kick(EventNotifier *e)
 {
@@ -417,8 +423,14 @@ static void vndp_rx_kick(EventNotifier *e)
 
     if (event_notifier_test_and_clear(e)) {
         vndp_count(dq, VNDP_RX_KICKS, 1);
-        qemu_flush_queued_packets(vndp_nc(dq));
+        vndp_rx_resume(dq);
     }
+}
+
+/* Catch up after an attach.  Context: dq->ctx */
+static void vndp_rx_resume_bh(void *opaque)
+{
+    vndp_rx_resume(opaque);
 }
 
 /* ---- attach / detach a queue pair ---- */
@@ -464,9 +476,12 @@ static void vndp_attach(VirtIONetDPQueue *dq)
     aio_set_event_notifier(dq->ctx, &dq->rx_notifier, vndp_rx_kick,
                            NULL, NULL);
 
-    /* Catch up with what happened while detached */
-    event_notifier_set(&dq->tx_notifier);
-    event_notifier_set(&dq->rx_notifier);
+    /*
+     * Catch up with what happened while detached.  A kick the guest made
+     * meanwhile is still pending in the eventfd and is counted as one.
+     */
+    qemu_bh_schedule(dq->tx_bh);
+    qemu_bh_schedule(dq->rx_resume_bh);
 }
 
 typedef struct VNDPDetach {
@@ -496,6 +511,7 @@ static void vndp_detach_bh(void *opaque)
     dq->attached = false;
     qemu_bh_cancel(dq->tx_bh);
     qemu_bh_cancel(dq->rx_flush_bh);
+    qemu_bh_cancel(dq->rx_resume_bh);
     /* The next owner starts from a queue that notifies */
     if (!dq->q->async_tx.elem) {
         virtio_queue_set_notification(dq->q->tx_vq, 1);
@@ -844,6 +860,7 @@ bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
         dq->ctx = ctxs[i];
         dq->tx_bh = aio_bh_new(dq->ctx, vndp_tx_bh, dq);
         dq->rx_flush_bh = aio_bh_new(dq->ctx, vndp_rx_flush_bh, dq);
+        dq->rx_resume_bh = aio_bh_new(dq->ctx, vndp_rx_resume_bh, dq);
         dp->qs[i] = dq;
     }
     n->dataplane = dp;
@@ -894,6 +911,7 @@ void virtio_net_dataplane_unrealize(VirtIONet *n)
         n->vqs[i].dp = NULL;
         qemu_bh_delete(dq->tx_bh);
         qemu_bh_delete(dq->rx_flush_bh);
+        qemu_bh_delete(dq->rx_resume_bh);
         g_free(dq);
     }
     g_free(dp->qs);

@@ -41,6 +41,7 @@ struct VirtIONetDPQueue {
     unsigned int rx_unflushed;  /* RX used entries filled, not flushed */
     QEMUBH *tx_bh;              /* TX budget spent: go on */
     QEMUBH *rx_flush_bh;        /* end of an RX batch: flush, notify */
+    QEMUBH *rx_resume_bh;       /* after an attach: deliver what waits */
     /* Copies of the virtqueues' host notifiers, to find us again */
     EventNotifier tx_notifier;
     EventNotifier rx_notifier;

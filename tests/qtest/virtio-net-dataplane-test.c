@@ -1,0 +1,1810 @@
+/*
+ * QTest testcases for the virtio-net IOThread dataplane
+ *
+ * Copyright (c) 2026 netplane developers
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+/*
+ * virtio-net-pci with iothread= or iothread-vq-mapping=, driven through
+ * libqos, with a backend that follows its queue pairs into the IOThread:
+ * -netdev af-packet on one leg of a veth pair, or -netdev tap.  Like
+ * af-packet-test.c, each test runs in a network namespace of its own,
+ * made with unshare(CLONE_NEWNET) before QEMU starts (QEMU inherits it).
+ * The test injects and captures frames with a packet socket on the far
+ * side of QEMU's interface: the other leg of the veth pair, or the tap
+ * interface itself.  When the test is over, QEMU quits, the interfaces
+ * are deleted and the test process goes back to its namespace.
+ *
+ * Frames are UDP over IPv4, numbered, with a payload that depends on the
+ * number and the length: every frame is compared byte for byte.  The
+ * source port varies with the number, so that an af-packet fanout group
+ * (queues=N) spreads frames over its sockets.
+ *
+ * Tests on the virtio-net node (see dp_test_setup()): traffic both ways,
+ * a burst larger than the receive ring, stop/cont, system_reset during
+ * traffic, and the query-stats counters, with each backend.  Tests of
+ * their own, on a PC machine they boot: hot-unplug during traffic and
+ * plugging again, a multiqueue device with iothread-vq-mapping, and the
+ * configurations that the device refuses.
+ */
+
+#include "qemu/osdep.h"
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include "libqtest-single.h"
+#include "qapi/error.h"
+#include "qemu/atomic.h"
+#include "qemu/bswap.h"
+#include "qemu/cutils.h"
+#include "qemu/module.h"
+#include "qobject/qdict.h"
+#include "qobject/qjson.h"
+#include "qobject/qlist.h"
+#include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_net.h"
+#include "standard-headers/linux/virtio_ring.h"
+#include "libqos/libqos-pc.h"
+#include "libqos/qgraph.h"
+#include "libqos/virtio-net.h"
+#include "libqos/virtio-pci.h"
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+
+#define IF_QEMU         "npd0"      /* QEMU's interface: veth leg or tap */
+#define IF_PEER         "npd1"      /* the test's veth leg (af-packet) */
+#define IF_VHOST        "npd2"      /* a tap that asks for vhost */
+#define TEST_PORT       0x88b5      /* UDP destination port of test frames */
+#define FRAME_HDRS      (ETH_HLEN + 20 + 8)     /* Ethernet, IPv4, UDP */
+#define MAX_FRAME       1514
+#define BUF_SIZE        2048        /* one guest buffer, header and frame */
+#define MAX_PAIRS       2
+#define TIMEOUT_US      (10 * G_USEC_PER_SEC)
+#define LINK_TIMEOUT_US (5 * G_USEC_PER_SEC)
+#define QUIET_US        (200 * 1000)
+
+#define ROUNDS          4
+#define ROUND_FRAMES    128
+#define BURST_FRAMES    768         /* three receive rings; < txqueuelen */
+#define BURST_FIRST     128         /* buffers posted first after a burst */
+#define STOP_FRAMES     16
+#define RESET_FRAMES    256
+#define STATS_FRAMES    32
+#define MQ_FRAMES       64
+#define FLOWS           16384       /* distinct source ports */
+
+/* Frame numbers of a later phase: frames below it may still come late */
+#define NEXT_PHASE      1000000
+
+#define DP_SLOT         0x04        /* the multiqueue device */
+#define HP_SLOT         0x06        /* hotplugged devices */
+/* The eject register of the ACPI PCI hotplug block of PC machines */
+#define ACPI_PCIHP_EJ   (0xae00 + 0x0008)
+
+/* The guest features these tests drive: no offloads, no EVENT_IDX */
+#define DP_FEATURES     ((1ull << VIRTIO_F_VERSION_1) | \
+                         (1ull << VIRTIO_NET_F_MAC) | \
+                         (1ull << VIRTIO_NET_F_STATUS) | \
+                         (1ull << VIRTIO_NET_F_MRG_RXBUF) | \
+                         (1ull << VIRTIO_NET_F_CTRL_VQ) | \
+                         (1ull << VIRTIO_NET_F_MQ))
+
+static const uint8_t peer_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x01 };
+
+/* Every counter of provider virtio-net, for one queue pair */
+static const char *const dp_counters[] = {
+    "tx-kicks", "tx-packets", "tx-bytes", "tx-dropped", "tx-batches",
+    "tx-budget-exhausted", "tx-backend-busy", "tx-interrupts",
+    "tx-interrupts-suppressed",
+    "rx-kicks", "rx-packets", "rx-bytes", "rx-dropped", "rx-batches",
+    "rx-no-buffers", "rx-interrupts", "rx-interrupts-suppressed",
+};
+
+typedef struct DPPair {
+    uint64_t rx_bufs;           /* one BUF_SIZE buffer per RX descriptor */
+    uint64_t tx_bufs;           /* and per TX descriptor */
+    unsigned int rx_posted;     /* RX buffers the device has not used */
+    unsigned int tx_pending;    /* TX buffers the device has not used */
+} DPPair;
+
+typedef struct DPTest {
+    /* Host side */
+    const char *backend;        /* "af-packet" or "tap" */
+    int orig_netns;             /* namespace to go back to, or -1 */
+    char *skip;                 /* why the test cannot run, or NULL */
+    int sock;                   /* packet socket of the peer, or -1 */
+
+    /* Guest side */
+    QTestState *qts;
+    QGuestAllocator *alloc;
+    QOSState *qs;               /* for machines the test boots itself */
+    QVirtioPCIDevice *pdev;     /* the device of such a machine */
+    QVirtioDevice *vdev;
+    QVirtQueue **vqs;           /* RX 0, TX 0, RX 1, TX 1, ..., control */
+    unsigned int nvqs;
+    unsigned int pairs;
+    char *nic;                  /* name of the NIC client */
+    size_t hdr_len;             /* virtio-net header in front of frames */
+    uint8_t mac[ETH_ALEN];      /* the guest's */
+    DPPair pair[MAX_PAIRS];
+    uint32_t stale_below;       /* frames below this number may come late */
+    unsigned int stale;         /* how many did */
+} DPTest;
+
+/* ---- host side: namespace, interfaces, packet socket ---- */
+
+static bool run(const char *cmd)
+{
+    g_autofree char *err = NULL;
+    g_autoptr(GError) gerr = NULL;
+    int status;
+
+    if (!g_spawn_command_line_sync(cmd, NULL, &err, &status, &gerr)) {
+        g_test_message("cannot run '%s': %s", cmd, gerr->message);
+        return false;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        g_test_message("'%s' failed: %s", cmd, err);
+        return false;
+    }
+    return true;
+}
+
+static void write_sysctl(const char *path, const char *value)
+{
+    FILE *f = fopen(path, "w");
+
+    if (f) {
+        fputs(value, f);
+        fclose(f);
+    }
+}
+
+static unsigned int if_flags(const char *ifname)
+{
+    struct ifreq ifr = { 0 };
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    g_assert_cmpint(fd, >=, 0);
+    pstrcpy(ifr.ifr_name, sizeof(ifr.ifr_name), ifname);
+    g_assert_cmpint(ioctl(fd, SIOCGIFFLAGS, &ifr), ==, 0);
+    close(fd);
+    return (unsigned short)ifr.ifr_flags;
+}
+
+/* Wait until @ifname is up and has a carrier. */
+static void wait_running(const char *ifname)
+{
+    gint64 deadline = g_get_monotonic_time() + LINK_TIMEOUT_US;
+
+    while ((if_flags(ifname) & (IFF_UP | IFF_RUNNING)) !=
+           (IFF_UP | IFF_RUNNING)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(10 * 1000);
+    }
+}
+
+static bool is_tap(DPTest *t)
+{
+    return !strcmp(t->backend, "tap");
+}
+
+/*
+ * Where the test sends and captures: the other leg of the veth pair, or
+ * the tap interface, whose transmit side is QEMU's file descriptor.
+ */
+static const char *peer_ifname(DPTest *t)
+{
+    return is_tap(t) ? IF_QEMU : IF_PEER;
+}
+
+static void netns_leave(DPTest *t)
+{
+    if (t->orig_netns >= 0) {
+        g_assert_cmpint(setns(t->orig_netns, CLONE_NEWNET), ==, 0);
+        close(t->orig_netns);
+        t->orig_netns = -1;
+    }
+}
+
+/*
+ * Move to a new network namespace holding IF_QEMU: one leg of a veth
+ * pair for af-packet, a persistent tap for tap.  Returns why the test
+ * cannot run, or NULL.
+ */
+static char *netns_enter(DPTest *t)
+{
+    bool ok;
+
+    if (geteuid() != 0) {
+        return g_strdup("dataplane tests need root: they create a network "
+                        "namespace and interfaces");
+    }
+    if (is_tap(t) && access("/dev/net/tun", R_OK | W_OK) < 0) {
+        return g_strdup_printf("cannot use /dev/net/tun: %s",
+                               strerror(errno));
+    }
+    t->orig_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (t->orig_netns < 0) {
+        return g_strdup_printf("cannot open /proc/thread-self/ns/net: %s",
+                               strerror(errno));
+    }
+    if (unshare(CLONE_NEWNET) < 0) {
+        int err = errno;
+
+        close(t->orig_netns);
+        t->orig_netns = -1;
+        return g_strdup_printf("unshare(CLONE_NEWNET) failed: %s; dataplane "
+                               "tests need a private network namespace",
+                               strerror(err));
+    }
+    /* No IPv6 autoconfiguration chatter: the tests count every frame. */
+    write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+    write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
+    if (is_tap(t)) {
+        /* The carrier comes when QEMU attaches: see dp_attach() */
+        ok = run("ip tuntap add dev " IF_QEMU " mode tap") &&
+             run("ip link set " IF_QEMU " up");
+    } else {
+        ok = run("ip link add " IF_QEMU " type veth peer name " IF_PEER) &&
+             run("ip link set " IF_QEMU " up") &&
+             run("ip link set " IF_PEER " up");
+    }
+    if (!ok) {
+        netns_leave(t);
+        return g_strdup_printf("cannot create the %s interface with ip(8)",
+                               is_tap(t) ? "tap" : "veth");
+    }
+    if (!is_tap(t)) {
+        wait_running(IF_QEMU);
+        wait_running(IF_PEER);
+    }
+    return NULL;
+}
+
+/* Tear down what netns_enter() made; QEMU must have quit. */
+static void netns_destroy(DPTest *t)
+{
+    if (t->sock >= 0) {
+        close(t->sock);
+        t->sock = -1;
+    }
+    if (t->orig_netns >= 0) {
+        if (if_nametoindex(IF_QEMU)) {
+            run("ip link del " IF_QEMU);
+        }
+        netns_leave(t);
+    }
+}
+
+/* The -netdev option of the backend, with id @id */
+static char *netdev_opts(DPTest *t, const char *id, const char *extra)
+{
+    if (is_tap(t)) {
+        return g_strdup_printf("tap,id=%s,ifname=" IF_QEMU ",script=no,"
+                               "downscript=no%s", id, extra);
+    }
+    return g_strdup_printf("af-packet,id=%s,ifname=" IF_QEMU "%s", id, extra);
+}
+
+static int peer_socket(const char *ifname)
+{
+    struct sockaddr_ll sll = {
+        .sll_family = AF_PACKET,
+        .sll_protocol = htons(ETH_P_ALL),
+        .sll_ifindex = if_nametoindex(ifname),
+    };
+    int one = 1, rcvbuf = 4 * 1024 * 1024;
+    int fd;
+
+    g_assert_cmpint(sll.sll_ifindex, >, 0);
+    fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    g_assert_cmpint(fd, >=, 0);
+    /* Capture only what comes from QEMU, not what the test sends. */
+    g_assert_cmpint(setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING,
+                               &one, sizeof(one)), ==, 0);
+    g_assert_cmpint(setsockopt(fd, SOL_SOCKET, SO_RCVBUF,
+                               &rcvbuf, sizeof(rcvbuf)), ==, 0);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sll, sizeof(sll)), ==, 0);
+    return fd;
+}
+
+/* ---- frames ---- */
+
+static size_t frame_len(uint32_t seq)
+{
+    return ETH_ZLEN + (seq * 97) % (MAX_FRAME - ETH_ZLEN + 1);
+}
+
+static uint16_t ip_checksum(const uint8_t *p, size_t len)
+{
+    uint32_t sum = 0;
+    size_t i;
+
+    for (i = 0; i < len; i += 2) {
+        sum += lduw_be_p(p + i);
+    }
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    return ~sum;
+}
+
+/* Frame number @seq, of frame_len(@seq) bytes. */
+static size_t make_frame(uint8_t *buf, const uint8_t *dst, const uint8_t *src,
+                         uint32_t seq)
+{
+    size_t len = frame_len(seq);
+    uint8_t *ip = buf + ETH_HLEN;
+    uint8_t *udp = ip + 20;
+    size_t i;
+
+    memcpy(buf, dst, ETH_ALEN);
+    memcpy(buf + ETH_ALEN, src, ETH_ALEN);
+    stw_be_p(buf + 2 * ETH_ALEN, ETH_P_IP);
+
+    memset(ip, 0, 20);
+    ip[0] = 0x45;                               /* IPv4, 20 bytes */
+    stw_be_p(ip + 2, len - ETH_HLEN);
+    stw_be_p(ip + 4, seq);
+    ip[8] = 64;                                 /* TTL */
+    ip[9] = IPPROTO_UDP;
+    stl_be_p(ip + 12, 0x0a000001);              /* 10.0.0.1 */
+    stl_be_p(ip + 16, 0x0a000002);              /* 10.0.0.2 */
+    stw_be_p(ip + 10, ip_checksum(ip, 20));
+
+    stw_be_p(udp, 1024 + seq % FLOWS);          /* the flow */
+    stw_be_p(udp + 2, TEST_PORT);
+    stw_be_p(udp + 4, len - ETH_HLEN - 20);
+    stw_be_p(udp + 6, 0);                       /* no checksum */
+
+    stl_be_p(buf + FRAME_HDRS, seq);
+    for (i = FRAME_HDRS + 4; i < len; i++) {
+        buf[i] = seq * 31 + i;
+    }
+    return len;
+}
+
+static bool is_test_frame(const uint8_t *buf, size_t len)
+{
+    return len >= FRAME_HDRS + 4 &&
+           lduw_be_p(buf + 2 * ETH_ALEN) == ETH_P_IP &&
+           buf[ETH_HLEN + 9] == IPPROTO_UDP &&
+           lduw_be_p(buf + ETH_HLEN + 20 + 2) == TEST_PORT;
+}
+
+/*
+ * @buf, of @len bytes, must be a whole test frame from @src to @dst.
+ * Returns its number.
+ */
+static uint32_t check_frame(const uint8_t *buf, size_t len,
+                            const uint8_t *dst, const uint8_t *src)
+{
+    uint8_t want[MAX_FRAME];
+    uint32_t seq;
+
+    g_assert_true(is_test_frame(buf, len));
+    seq = ldl_be_p(buf + FRAME_HDRS);
+    g_assert_cmpuint(len, ==, frame_len(seq));
+    make_frame(want, dst, src, seq);
+    g_assert_cmpmem(buf, len, want, len);
+    return seq;
+}
+
+/* Send frame @seq from the peer towards QEMU; returns its length. */
+static size_t inject(DPTest *t, uint32_t seq)
+{
+    uint8_t buf[MAX_FRAME];
+    size_t len = make_frame(buf, t->mac, peer_mac, seq);
+
+    g_assert_cmpint(send(t->sock, buf, len, 0), ==, len);
+    return len;
+}
+
+/*
+ * The next test frame that QEMU sent to the peer, into @buf; returns its
+ * length, or 0 if none came before @deadline.
+ */
+static size_t peer_recv(DPTest *t, uint8_t *buf, gint64 deadline)
+{
+    struct pollfd pfd = { .fd = t->sock, .events = POLLIN };
+    ssize_t n;
+
+    while (g_get_monotonic_time() < deadline) {
+        if (poll(&pfd, 1, 10) <= 0) {
+            continue;
+        }
+        n = recv(t->sock, buf, BUF_SIZE, MSG_DONTWAIT | MSG_TRUNC);
+        if (n > 0 && is_test_frame(buf, n)) {
+            g_assert_cmpint(n, <=, MAX_FRAME);
+            return n;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The next frame the guest sent must be @seq.  Whole frames from before
+ * t->stale_below may come first, when @seq is above it.
+ */
+static void peer_expect(DPTest *t, uint32_t seq)
+{
+    gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
+    uint8_t got[BUF_SIZE];
+    uint32_t s;
+    size_t n;
+
+    for (;;) {
+        n = peer_recv(t, got, deadline);
+        g_assert_cmpuint(n, >, 0);
+        s = check_frame(got, n, peer_mac, t->mac);
+        if (s < t->stale_below && seq >= t->stale_below) {
+            t->stale++;
+            continue;
+        }
+        g_assert_cmpuint(s, ==, seq);
+        return;
+    }
+}
+
+/* Nothing must leave the guest for a while. */
+static void peer_expect_none(DPTest *t)
+{
+    uint8_t got[BUF_SIZE];
+
+    g_assert_cmpuint(peer_recv(t, got, g_get_monotonic_time() + QUIET_US),
+                     ==, 0);
+}
+
+/*
+ * Frames sent from another thread, as fast as the peer takes them, while
+ * the main thread does something to QEMU.
+ */
+typedef struct Injector {
+    int sock;
+    uint8_t dst[ETH_ALEN];
+    uint32_t first;             /* the first frame's number */
+    uint32_t seq;               /* the next frame's number */
+    bool stop;
+    GThread *thread;
+} Injector;
+
+static gpointer injector_run(gpointer opaque)
+{
+    Injector *inj = opaque;
+    uint8_t buf[MAX_FRAME];
+    size_t len;
+
+    while (!qatomic_read(&inj->stop)) {
+        len = make_frame(buf, inj->dst, peer_mac, inj->seq);
+        if (send(inj->sock, buf, len, 0) == len) {
+            inj->seq++;
+        }
+        g_usleep(20);
+    }
+    return NULL;
+}
+
+static void injector_start(Injector *inj, DPTest *t, uint32_t seq)
+{
+    inj->sock = t->sock;
+    memcpy(inj->dst, t->mac, ETH_ALEN);
+    inj->first = seq;
+    inj->seq = seq;
+    inj->stop = false;
+    inj->thread = g_thread_new("injector", injector_run, inj);
+}
+
+/* Returns how many frames went. */
+static uint32_t injector_stop(Injector *inj)
+{
+    qatomic_set(&inj->stop, true);
+    g_thread_join(inj->thread);
+    return inj->seq - inj->first;
+}
+
+/* ---- QMP ---- */
+
+/*
+ * query-stats, provider virtio-net.  Returns the counters of queue pair
+ * @queue of NIC @nic by name, or NULL when there is no such result.  Each
+ * result of @nic must carry every counter.  *@nresults gets the number of
+ * results for @nic.
+ */
+static QDict *dp_query(QTestState *qts, const char *nic, unsigned int queue,
+                       unsigned int *nresults)
+{
+    QDict *rsp, *stats = NULL;
+    QListEntry *e, *f;
+    unsigned int n = 0, i;
+
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-stats', 'arguments': {"
+                    " 'target': 'netdev',"
+                    " 'providers': [ { 'provider': 'virtio-net' } ] } }");
+    g_assert_false(qdict_haskey(rsp, "error"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *res = qobject_to(QDict, qlist_entry_obj(e));
+        QDict *one = qdict_new();
+
+        g_assert_cmpstr(qdict_get_str(res, "provider"), ==, "virtio-net");
+        if (g_strcmp0(qdict_get_try_str(res, "netdev"), nic)) {
+            qobject_unref(one);
+            continue;
+        }
+        n++;
+        QLIST_FOREACH_ENTRY(qdict_get_qlist(res, "stats"), f) {
+            QDict *st = qobject_to(QDict, qlist_entry_obj(f));
+            const char *name = qdict_get_str(st, "name");
+
+            g_assert_false(qdict_haskey(one, name));
+            qdict_put_int(one, name, qdict_get_int(st, "value"));
+        }
+        for (i = 0; i < G_N_ELEMENTS(dp_counters); i++) {
+            g_assert_true(qdict_haskey(one, dp_counters[i]));
+        }
+        g_assert_cmpuint(qdict_size(one), ==, G_N_ELEMENTS(dp_counters));
+        if (qdict_get_int(res, "queue") == queue) {
+            g_assert_null(stats);
+            stats = one;
+        } else {
+            qobject_unref(one);
+        }
+    }
+    qobject_unref(rsp);
+    if (nresults) {
+        *nresults = n;
+    }
+    return stats;
+}
+
+static gint compare_names(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names of the NICs that report counters, sorted and ','-joined */
+static char *dp_nics(QTestState *qts)
+{
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    QDict *rsp;
+    QListEntry *e;
+
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-stats', 'arguments': {"
+                    " 'target': 'netdev',"
+                    " 'providers': [ { 'provider': 'virtio-net' } ] } }");
+    g_assert_false(qdict_haskey(rsp, "error"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *res = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (qdict_get_int(res, "queue") == 0) {
+            g_ptr_array_add(names, g_strdup(qdict_get_str(res, "netdev")));
+        }
+    }
+    qobject_unref(rsp);
+    g_ptr_array_sort(names, compare_names);
+    g_ptr_array_add(names, NULL);
+    return g_strjoinv(",", (char **)names->pdata);
+}
+
+static int64_t get_stat(DPTest *t, unsigned int pair, const char *name)
+{
+    QDict *stats = dp_query(t->qts, t->nic, pair, NULL);
+    int64_t val;
+
+    g_assert_nonnull(stats);
+    val = qdict_get_int(stats, name);
+    qobject_unref(stats);
+    return val;
+}
+
+/*
+ * Wait until counter @name of @pair reaches @val; returns its value.
+ * Counters move after the guest sees the used buffers they count.
+ */
+static int64_t wait_stat(DPTest *t, unsigned int pair, const char *name,
+                         int64_t val)
+{
+    gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
+    int64_t cur;
+
+    while ((cur = get_stat(t, pair, name)) < val) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+    return cur;
+}
+
+/* QMP command @cmd with arguments @args (JSON) must fail with @msg. */
+static void qmp_fails(QTestState *qts, const char *cmd, const char *args,
+                      const char *msg)
+{
+    QDict *rsp = qtest_qmp(qts, "{ 'execute': %s, 'arguments': %p }", cmd,
+                           qobject_from_json(args, &error_abort));
+    const char *desc;
+
+    g_assert_true(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_test_message("%s %s: %s", cmd, args, desc);
+    g_assert_nonnull(strstr(desc, msg));
+    qobject_unref(rsp);
+}
+
+static bool query_running(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp(qts, "{ 'execute': 'query-status' }");
+    bool running = qdict_get_bool(qdict_get_qdict(rsp, "return"), "running");
+
+    qobject_unref(rsp);
+    return running;
+}
+
+static void wait_device_deleted(QTestState *qts, const char *id)
+{
+    QDict *ev, *data;
+    bool found;
+
+    do {
+        ev = qtest_qmp_eventwait_ref(qts, "DEVICE_DELETED");
+        data = qdict_get_qdict(ev, "data");
+        found = !g_strcmp0(qdict_get_try_str(data, "device"), id);
+        qobject_unref(ev);
+    } while (!found);
+}
+
+/* Unplug device @id from @slot, as a guest that ejects it at once. */
+static void unplug(QTestState *qts, const char *id, unsigned int slot)
+{
+    qtest_qmp_device_del_send(qts, id);
+    qtest_outl(qts, ACPI_PCIHP_EJ, 1 << slot);
+    wait_device_deleted(qts, id);
+}
+
+/* Counter @name on the "stats:" line of NIC @nic in "info network" */
+static int64_t info_counter(const char *info, const char *nic,
+                            const char *name)
+{
+    g_autofree char *head = g_strdup_printf("\n%s: index=0,", nic);
+    g_autofree char *key = g_strdup_printf("%s=", name);
+    g_autofree char *line = NULL;
+    const char *p, *end;
+
+    /* The NIC's line, then its stats line */
+    p = strstr(info, head + 1) == info ? info : strstr(info, head);
+    g_assert_nonnull(p);
+    p = strchr(p + 1, '\n');
+    g_assert_nonnull(p);
+    g_assert_true(g_str_has_prefix(p + 1, "  stats: "));
+    end = strchr(p + 1, '\n');
+    line = g_strndup(p + 1, end ? end - p - 1 : strlen(p + 1));
+    p = strstr(line, key);
+    g_assert_nonnull(p);
+    /* Whole names only: "rx-packets=" must not match "xx-rx-packets=". */
+    g_assert_true(p[-1] == ' ' || p[-1] == ',');
+    return g_ascii_strtoll(p + strlen(key), NULL, 10);
+}
+
+/* ---- guest side: virtqueues through libqos ---- */
+
+static QVirtQueue *rx_vq(DPTest *t, unsigned int pair)
+{
+    return t->vqs[2 * pair];
+}
+
+static QVirtQueue *tx_vq(DPTest *t, unsigned int pair)
+{
+    return t->vqs[2 * pair + 1];
+}
+
+/*
+ * The descriptor that the next buffer of @vq gets.  libqos hands every
+ * descriptor out once; the device uses buffers in order, so reuse them
+ * in ring order.  The buffer of descriptor N is the Nth of its pair's.
+ */
+static uint32_t vq_next(QVirtQueue *vq)
+{
+    if (vq->free_head == vq->size) {
+        vq->free_head = 0;
+    }
+    return vq->free_head;
+}
+
+/*
+ * The next used buffer of @vq, which must be the oldest one outstanding:
+ * returns false if there is none yet and @wait is false.
+ */
+static bool get_used(DPTest *t, QVirtQueue *vq, uint32_t *desc,
+                     uint32_t *len, bool wait)
+{
+    gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
+    uint16_t idx = vq->last_used_idx;
+
+    while (!qvirtqueue_get_buf(t->qts, vq, desc, len)) {
+        if (!wait) {
+            return false;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(100);
+    }
+    g_assert_cmpuint(*desc, ==, idx % vq->size);
+    return true;
+}
+
+/* Make @n more receive buffers of @pair available to the device. */
+static void rx_post(DPTest *t, unsigned int pair, unsigned int n)
+{
+    QVirtQueue *vq = rx_vq(t, pair);
+    DPPair *p = &t->pair[pair];
+    uint32_t head;
+
+    g_assert_cmpuint(p->rx_posted + n, <=, vq->size);
+    while (n--) {
+        head = qvirtqueue_add(t->qts, vq,
+                              p->rx_bufs + (uint64_t)vq_next(vq) * BUF_SIZE,
+                              BUF_SIZE, true, false);
+        qvirtqueue_kick(t->qts, t->vdev, vq, head);
+        p->rx_posted++;
+    }
+}
+
+/* Give every receive buffer of @pair to the device. */
+static void rx_fill(DPTest *t, unsigned int pair)
+{
+    rx_post(t, pair, rx_vq(t, pair)->size - t->pair[pair].rx_posted);
+}
+
+/*
+ * The next frame of @pair's receive queue, into @buf; returns its length,
+ * or 0 if @wait is false and there is none yet.
+ */
+static size_t rx_get(DPTest *t, unsigned int pair, uint8_t *buf, bool wait)
+{
+    QVirtQueue *vq = rx_vq(t, pair);
+    DPPair *p = &t->pair[pair];
+    uint32_t desc, used;
+
+    if (!get_used(t, vq, &desc, &used, wait)) {
+        return 0;
+    }
+    p->rx_posted--;
+    g_assert_cmpuint(used, >=, t->hdr_len + FRAME_HDRS + 4);
+    g_assert_cmpuint(used, <=, t->hdr_len + MAX_FRAME);
+    qtest_memread(t->qts, p->rx_bufs + (uint64_t)desc * BUF_SIZE + t->hdr_len,
+                  buf, used - t->hdr_len);
+    return used - t->hdr_len;
+}
+
+/*
+ * The next frame in @pair's receive queue must be @seq, whole.  Whole
+ * frames from before t->stale_below may come first, when @seq is above
+ * it; each gives its buffer back.
+ */
+static void rx_expect(DPTest *t, unsigned int pair, uint32_t seq)
+{
+    uint8_t got[MAX_FRAME];
+    uint32_t s;
+    size_t n;
+
+    for (;;) {
+        n = rx_get(t, pair, got, true);
+        s = check_frame(got, n, t->mac, peer_mac);
+        if (s < t->stale_below && seq >= t->stale_below) {
+            t->stale++;
+            rx_post(t, pair, 1);
+            continue;
+        }
+        g_assert_cmpuint(s, ==, seq);
+        return;
+    }
+}
+
+/* Nothing more must arrive in @pair's receive queue for a while. */
+static void rx_expect_none(DPTest *t, unsigned int pair)
+{
+    gint64 deadline = g_get_monotonic_time() + QUIET_US;
+    uint8_t got[MAX_FRAME];
+
+    while (g_get_monotonic_time() < deadline) {
+        g_assert_cmpuint(rx_get(t, pair, got, false), ==, 0);
+        g_usleep(1000);
+    }
+}
+
+/*
+ * The guest queues frames @first..@first + @n - 1 on @pair and kicks, but
+ * does not wait for them.  Returns their bytes.
+ */
+static size_t tx_send(DPTest *t, unsigned int pair, uint32_t first,
+                      unsigned int n)
+{
+    QVirtQueue *vq = tx_vq(t, pair);
+    DPPair *p = &t->pair[pair];
+    uint8_t buf[BUF_SIZE];
+    size_t len, bytes = 0;
+    uint64_t addr;
+    uint32_t head;
+    unsigned int i;
+
+    g_assert_cmpuint(p->tx_pending + n, <=, vq->size);
+    for (i = 0; i < n; i++) {
+        /* A zeroed virtio-net header: no offloads. */
+        memset(buf, 0, t->hdr_len);
+        len = make_frame(buf + t->hdr_len, peer_mac, t->mac, first + i);
+        addr = p->tx_bufs + (uint64_t)vq_next(vq) * BUF_SIZE;
+        qtest_memwrite(t->qts, addr, buf, t->hdr_len + len);
+        head = qvirtqueue_add(t->qts, vq, addr, t->hdr_len + len, false,
+                              false);
+        qvirtqueue_kick(t->qts, t->vdev, vq, head);
+        p->tx_pending++;
+        bytes += len;
+    }
+    return bytes;
+}
+
+/* Wait until the device has used every transmit buffer of @pair. */
+static void tx_wait(DPTest *t, unsigned int pair)
+{
+    DPPair *p = &t->pair[pair];
+    uint32_t desc;
+
+    while (p->tx_pending) {
+        get_used(t, tx_vq(t, pair), &desc, NULL, true);
+        p->tx_pending--;
+    }
+}
+
+/* The guest sends frames @first..@first + @n - 1 on @pair. */
+static size_t tx_frames(DPTest *t, unsigned int pair, uint32_t first,
+                        unsigned int n)
+{
+    size_t bytes = tx_send(t, pair, first, n);
+
+    tx_wait(t, pair);
+    return bytes;
+}
+
+/* The driver asks not to be interrupted for @vq */
+static void vq_no_interrupt(DPTest *t, QVirtQueue *vq)
+{
+    /* avail->flags: x86 is little-endian, like virtio 1.0 */
+    qtest_writew(t->qts, vq->avail, VRING_AVAIL_F_NO_INTERRUPT);
+}
+
+/* Set @pairs queue pairs through the control queue. */
+static void ctrl_mq(DPTest *t, uint16_t pairs)
+{
+    QVirtQueue *vq = t->vqs[2 * t->pairs];
+    uint64_t cmd = guest_alloc(t->alloc, 8);
+    uint8_t req[4] = { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET };
+    uint32_t head;
+
+    g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_CTRL_VQ));
+    stw_le_p(req + 2, pairs);
+    qtest_memwrite(t->qts, cmd, req, sizeof(req));
+    qtest_writeb(t->qts, cmd + 4, 0xff);
+    head = qvirtqueue_add(t->qts, vq, cmd, 2, false, true);
+    qvirtqueue_add(t->qts, vq, cmd + 2, 2, false, true);
+    qvirtqueue_add(t->qts, vq, cmd + 4, 1, true, false);
+    qvirtqueue_kick(t->qts, t->vdev, vq, head);
+    qvirtio_wait_used_elem(t->qts, t->vdev, vq, head, NULL, TIMEOUT_US);
+    g_assert_cmpuint(qtest_readb(t->qts, cmd + 4), ==, VIRTIO_NET_OK);
+    guest_free(t->alloc, cmd);
+}
+
+/*
+ * The driver has set the device up: read what the tests need, allocate
+ * the buffers, open the peer's socket.  @nic: the NIC client's name, or
+ * NULL for the only NIC that reports counters.
+ */
+static void dp_attach(DPTest *t, const char *nic)
+{
+    QVirtioDevice *dev = t->vdev;
+    unsigned int i;
+
+    if (dev->features & ((1ull << VIRTIO_NET_F_MRG_RXBUF) |
+                         (1ull << VIRTIO_F_VERSION_1))) {
+        t->hdr_len = sizeof(struct virtio_net_hdr_mrg_rxbuf);
+    } else {
+        t->hdr_len = sizeof(struct virtio_net_hdr);
+    }
+    g_assert_true(dev->features & (1ull << VIRTIO_NET_F_MAC));
+    for (i = 0; i < ETH_ALEN; i++) {
+        t->mac[i] = qvirtio_config_readb(dev, i);
+    }
+    g_assert_cmpuint(t->pairs, <=, MAX_PAIRS);
+    for (i = 0; i < t->pairs; i++) {
+        t->pair[i] = (DPPair) {
+            .rx_bufs = guest_alloc(t->alloc, rx_vq(t, i)->size * BUF_SIZE),
+            .tx_bufs = guest_alloc(t->alloc, tx_vq(t, i)->size * BUF_SIZE),
+        };
+    }
+    if (nic) {
+        t->nic = g_strdup(nic);
+    } else {
+        t->nic = dp_nics(t->qts);
+        g_assert_cmpstr(t->nic, !=, "");
+        g_assert_null(strchr(t->nic, ','));
+    }
+
+    if (t->sock < 0) {
+        if (is_tap(t)) {
+            /* QEMU's file descriptor is the tap's carrier */
+            wait_running(IF_QEMU);
+        }
+        t->sock = peer_socket(peer_ifname(t));
+    }
+}
+
+static void dp_detach(DPTest *t)
+{
+    unsigned int i;
+
+    for (i = 0; i < t->pairs; i++) {
+        guest_free(t->alloc, t->pair[i].rx_bufs);
+        guest_free(t->alloc, t->pair[i].tx_bufs);
+    }
+    g_free(t->nic);
+    t->nic = NULL;
+}
+
+/*
+ * Negotiate DP_FEATURES and set up every virtqueue into t->vqs, which
+ * holds t->nvqs queues if it exists already.
+ */
+static void nic_setup(DPTest *t)
+{
+    uint64_t features = qvirtio_get_features(t->vdev) & DP_FEATURES;
+    unsigned int i, nvqs;
+
+    qvirtio_set_features(t->vdev, features);
+    t->pairs = 1;
+    if (features & (1ull << VIRTIO_NET_F_MQ)) {
+        t->pairs = qvirtio_config_readw(t->vdev, 8);
+    }
+    nvqs = 2 * t->pairs + !!(features & (1ull << VIRTIO_NET_F_CTRL_VQ));
+    if (t->vqs) {
+        g_assert_cmpuint(nvqs, ==, t->nvqs);
+    } else {
+        t->vqs = g_new0(QVirtQueue *, nvqs);
+        t->nvqs = nvqs;
+    }
+    for (i = 0; i < nvqs; i++) {
+        t->vqs[i] = qvirtqueue_setup(t->vdev, t->alloc, i);
+    }
+    qvirtio_set_driver_ok(t->vdev);
+}
+
+/* Drive the virtio-net-pci device @nic in @slot of the machine we booted */
+static void nic_start(DPTest *t, unsigned int slot, const char *nic)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(slot, 0) };
+
+    t->pdev = virtio_pci_new(t->qs->pcibus, &addr);
+    g_assert_nonnull(t->pdev);
+    g_assert_cmphex(t->pdev->vdev.device_type, ==, VIRTIO_ID_NET);
+    qvirtio_pci_device_enable(t->pdev);
+    qvirtio_start_device(&t->pdev->vdev);
+    t->vdev = &t->pdev->vdev;
+    nic_setup(t);
+    dp_attach(t, nic);
+}
+
+/* Forget the device, which may be gone already */
+static void nic_end(DPTest *t)
+{
+    unsigned int i;
+
+    dp_detach(t);
+    for (i = 0; i < t->nvqs; i++) {
+        qvirtqueue_cleanup(t->vdev->bus, t->vqs[i], t->alloc);
+    }
+    g_free(t->vqs);
+    t->vqs = NULL;
+    t->nvqs = 0;
+    qos_object_destroy(&t->pdev->obj);
+    t->pdev = NULL;
+    t->vdev = NULL;
+}
+
+/* ---- tests on the virtio-net node, iothread=io0 ---- */
+
+static DPTest *test_start(QVirtioNet *net, void *data, QGuestAllocator *alloc)
+{
+    DPTest *t = data;
+
+    if (t->skip) {
+        g_test_skip(t->skip);
+        return NULL;
+    }
+    t->qts = global_qtest;
+    t->alloc = alloc;
+    t->vdev = net->vdev;
+    t->vqs = net->queues;
+    t->nvqs = net->n_queues;
+    t->pairs = 1;
+    dp_attach(t, NULL);
+    return t;
+}
+
+static void test_end(DPTest *t)
+{
+    dp_detach(t);
+}
+
+/*
+ * Frames arrive in guest memory intact and in order, and frames the guest
+ * sends leave unchanged; rounds of frames wrap around both rings, and
+ * the last round goes both ways at once.
+ */
+static void test_traffic(void *obj, void *data, QGuestAllocator *alloc)
+{
+    DPTest *t = test_start(obj, data, alloc);
+    uint32_t r, i, seq;
+
+    if (!t) {
+        return;
+    }
+    for (r = 0; r < ROUNDS; r++) {
+        seq = r * ROUND_FRAMES;
+        rx_fill(t, 0);
+        for (i = 0; i < ROUND_FRAMES; i++) {
+            inject(t, seq + i);
+        }
+        for (i = 0; i < ROUND_FRAMES; i++) {
+            rx_expect(t, 0, seq + i);
+        }
+        tx_frames(t, 0, NEXT_PHASE + seq, ROUND_FRAMES);
+        for (i = 0; i < ROUND_FRAMES; i++) {
+            peer_expect(t, NEXT_PHASE + seq + i);
+        }
+    }
+
+    seq = ROUNDS * ROUND_FRAMES;
+    rx_fill(t, 0);
+    for (i = 0; i < ROUND_FRAMES; i++) {
+        inject(t, seq + i);
+    }
+    tx_send(t, 0, NEXT_PHASE + seq, ROUND_FRAMES);
+    for (i = 0; i < ROUND_FRAMES; i++) {
+        rx_expect(t, 0, seq + i);
+    }
+    tx_wait(t, 0);
+    for (i = 0; i < ROUND_FRAMES; i++) {
+        peer_expect(t, NEXT_PHASE + seq + i);
+    }
+    rx_expect_none(t, 0);
+    test_end(t);
+}
+
+/*
+ * A burst while the guest has no receive buffers stalls RX; it resumes
+ * when buffers come, and delivers everything in order, without loss.
+ */
+static void test_burst(void *obj, void *data, QGuestAllocator *alloc)
+{
+    DPTest *t = test_start(obj, data, alloc);
+    unsigned int n, size;
+    uint32_t i, seq;
+
+    if (!t) {
+        return;
+    }
+    for (i = 0; i < BURST_FRAMES; i++) {
+        inject(t, i);
+    }
+    /* The device took a frame, found no buffer, and stopped. */
+    wait_stat(t, 0, "rx-no-buffers", 1);
+    g_assert_cmpint(get_stat(t, 0, "rx-packets"), ==, 0);
+
+    /* As many frames as buffers, no more. */
+    rx_post(t, 0, BURST_FIRST);
+    for (seq = 0; seq < BURST_FIRST; seq++) {
+        rx_expect(t, 0, seq);
+    }
+    rx_expect_none(t, 0);
+    g_assert_cmpint(get_stat(t, 0, "rx-no-buffers"), >=, 2);
+
+    /* The rest, a ring at a time. */
+    size = rx_vq(t, 0)->size;
+    while (seq < BURST_FRAMES) {
+        n = MIN(size, BURST_FRAMES - seq);
+        rx_post(t, 0, n);
+        for (i = 0; i < n; i++, seq++) {
+            rx_expect(t, 0, seq);
+        }
+    }
+    rx_expect_none(t, 0);
+    g_assert_cmpint(wait_stat(t, 0, "rx-packets", BURST_FRAMES), ==,
+                    BURST_FRAMES);
+    g_assert_cmpint(get_stat(t, 0, "rx-dropped"), ==, 0);
+    test_end(t);
+}
+
+/*
+ * While the VM is stopped, nothing moves: frames wait in the backend and
+ * in the transmit ring.  cont delivers them all, then traffic goes on.
+ */
+static void test_stop_cont(void *obj, void *data, QGuestAllocator *alloc)
+{
+    DPTest *t = test_start(obj, data, alloc);
+    uint32_t i, seq;
+
+    if (!t) {
+        return;
+    }
+    rx_fill(t, 0);
+    for (seq = 0; seq < 3 * STOP_FRAMES; seq += STOP_FRAMES) {
+        for (i = 0; i < STOP_FRAMES; i++) {
+            inject(t, seq + i);
+        }
+        if (seq == STOP_FRAMES) {
+            /* Stopped: frames both ways wait */
+            tx_send(t, 0, NEXT_PHASE + seq, STOP_FRAMES);
+            rx_expect_none(t, 0);
+            peer_expect_none(t);
+            g_assert_false(query_running(t->qts));
+            qtest_qmp_assert_success(t->qts, "{ 'execute': 'cont' }");
+            tx_wait(t, 0);
+        } else {
+            tx_frames(t, 0, NEXT_PHASE + seq, STOP_FRAMES);
+        }
+        for (i = 0; i < STOP_FRAMES; i++) {
+            rx_expect(t, 0, seq + i);
+        }
+        for (i = 0; i < STOP_FRAMES; i++) {
+            peer_expect(t, NEXT_PHASE + seq + i);
+        }
+        if (seq == 0) {
+            qtest_qmp_assert_success(t->qts, "{ 'execute': 'stop' }");
+        }
+    }
+    g_assert_true(query_running(t->qts));
+    g_assert_cmpint(wait_stat(t, 0, "rx-packets", 3 * STOP_FRAMES), ==,
+                    3 * STOP_FRAMES);
+    g_assert_cmpint(wait_stat(t, 0, "tx-packets", 3 * STOP_FRAMES), ==,
+                    3 * STOP_FRAMES);
+    g_assert_cmpint(get_stat(t, 0, "tx-dropped"), ==, 0);
+    test_end(t);
+}
+
+/*
+ * system_reset while frames flow both ways; the driver sets the device
+ * up again and traffic works.  Frames from before the reset may still
+ * come, whole.
+ */
+static void test_reset(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVirtioNetPCI *np = obj;
+    DPTest *t = test_start(&np->net, data, alloc);
+    unsigned int i;
+
+    if (!t) {
+        return;
+    }
+    rx_post(t, 0, RESET_FRAMES / 4);
+    for (i = 0; i < RESET_FRAMES; i++) {
+        inject(t, i);
+    }
+    tx_send(t, 0, RESET_FRAMES, RESET_FRAMES / 4);
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'system_reset' }");
+    qtest_qmp_eventwait(t->qts, "RESET");
+
+    /* The device forgot the rings, and PCI its BARs: start over */
+    for (i = 0; i < t->nvqs; i++) {
+        qvirtqueue_cleanup(t->vdev->bus, t->vqs[i], alloc);
+    }
+    qvirtio_pci_device_enable(&np->pci_vdev);
+    qvirtio_start_device(t->vdev);
+    nic_setup(t);
+    t->pair[0].rx_posted = 0;
+    t->pair[0].tx_pending = 0;
+    g_assert_true(query_running(t->qts));
+
+    t->stale_below = NEXT_PHASE;
+    rx_fill(t, 0);
+    for (i = 0; i < STATS_FRAMES; i++) {
+        inject(t, NEXT_PHASE + i);
+    }
+    for (i = 0; i < STATS_FRAMES; i++) {
+        rx_expect(t, 0, NEXT_PHASE + i);
+    }
+    tx_frames(t, 0, 2 * NEXT_PHASE, STATS_FRAMES);
+    for (i = 0; i < STATS_FRAMES; i++) {
+        peer_expect(t, 2 * NEXT_PHASE + i);
+    }
+    g_test_message("%u frames from before the reset came after it", t->stale);
+    test_end(t);
+}
+
+/*
+ * The counters of provider virtio-net, query-stats and "info network",
+ * count exactly; interrupts reach the guest unless it says otherwise.
+ */
+static void test_stats(void *obj, void *data, QGuestAllocator *alloc)
+{
+    DPTest *t = test_start(obj, data, alloc);
+    g_autofree char *info = NULL;
+    g_autofree char *hmp = NULL;
+    g_autofree char *want = NULL;
+    size_t rx_bytes = 0, tx_bytes;
+    QDict *s0, *s, *s2;
+    unsigned int nresults;
+    int64_t kicks;
+    uint32_t i;
+
+    if (!t) {
+        return;
+    }
+    /*
+     * Nothing counted yet, but kicks: libqos kicked while setting the
+     * queues up.  Kicks count from here.
+     */
+    s0 = dp_query(t->qts, t->nic, 0, &nresults);
+    g_assert_cmpuint(nresults, ==, 1);
+    for (i = 0; i < G_N_ELEMENTS(dp_counters); i++) {
+        if (!g_str_has_suffix(dp_counters[i], "-kicks")) {
+            g_assert_cmpint(qdict_get_int(s0, dp_counters[i]), ==, 0);
+        }
+    }
+
+    /*
+     * Detaching and attaching the pair (here for set_link) is no guest
+     * kick: the counters must not move.
+     */
+    for (i = 0; i < 3; i++) {
+        qtest_qmp_assert_success(t->qts, "{ 'execute': 'set_link',"
+                                 " 'arguments': { 'name': %s, 'up': false } }",
+                                 t->nic);
+        qtest_qmp_assert_success(t->qts, "{ 'execute': 'set_link',"
+                                 " 'arguments': { 'name': %s, 'up': true } }",
+                                 t->nic);
+    }
+    s = dp_query(t->qts, t->nic, 0, &nresults);
+    g_assert_cmpint(qdict_get_int(s, "tx-kicks"), ==,
+                    qdict_get_int(s0, "tx-kicks"));
+    g_assert_cmpint(qdict_get_int(s, "rx-kicks"), ==,
+                    qdict_get_int(s0, "rx-kicks"));
+    qobject_unref(s);
+
+    /* Read ISR to clear it: only queue interrupts from here on */
+    t->vdev->bus->get_queue_isr_status(t->vdev, rx_vq(t, 0));
+    rx_post(t, 0, STATS_FRAMES + 1);
+    for (i = 0; i < STATS_FRAMES; i++) {
+        rx_bytes += inject(t, i);
+    }
+    for (i = 0; i < STATS_FRAMES; i++) {
+        rx_expect(t, 0, i);
+    }
+    qvirtio_wait_queue_isr(t->qts, t->vdev, rx_vq(t, 0), TIMEOUT_US);
+    tx_bytes = tx_frames(t, 0, NEXT_PHASE, STATS_FRAMES);
+    for (i = 0; i < STATS_FRAMES; i++) {
+        peer_expect(t, NEXT_PHASE + i);
+    }
+    qvirtio_wait_queue_isr(t->qts, t->vdev, tx_vq(t, 0), TIMEOUT_US);
+
+    wait_stat(t, 0, "tx-packets", STATS_FRAMES);
+    s = dp_query(t->qts, t->nic, 0, NULL);
+    g_assert_cmpint(qdict_get_int(s, "rx-packets"), ==, STATS_FRAMES);
+    g_assert_cmpint(qdict_get_int(s, "rx-bytes"), ==, rx_bytes);
+    g_assert_cmpint(qdict_get_int(s, "tx-packets"), ==, STATS_FRAMES);
+    g_assert_cmpint(qdict_get_int(s, "tx-bytes"), ==, tx_bytes);
+    g_assert_cmpint(qdict_get_int(s, "rx-dropped"), ==, 0);
+    g_assert_cmpint(qdict_get_int(s, "tx-dropped"), ==, 0);
+    g_assert_cmpint(qdict_get_int(s, "rx-no-buffers"), ==, 0);
+    g_assert_cmpint(qdict_get_int(s, "tx-budget-exhausted"), ==, 0);
+    /* libqos kicks for each buffer, unless the device said not to */
+    kicks = qdict_get_int(s, "tx-kicks") - qdict_get_int(s0, "tx-kicks");
+    g_assert_cmpint(kicks, >=, 1);
+    g_assert_cmpint(kicks, <=, STATS_FRAMES);
+    kicks = qdict_get_int(s, "rx-kicks") - qdict_get_int(s0, "rx-kicks");
+    g_assert_cmpint(kicks, >=, 1);
+    g_assert_cmpint(kicks, <=, STATS_FRAMES + 1);
+    qobject_unref(s0);
+    /* At most one interrupt per batch; the guest wanted all of them */
+    g_assert_cmpint(qdict_get_int(s, "rx-batches"), >=, 1);
+    g_assert_cmpint(qdict_get_int(s, "rx-batches"), <=, STATS_FRAMES);
+    g_assert_cmpint(qdict_get_int(s, "rx-interrupts"), ==,
+                    qdict_get_int(s, "rx-batches"));
+    g_assert_cmpint(qdict_get_int(s, "rx-interrupts-suppressed"), ==, 0);
+    g_assert_cmpint(qdict_get_int(s, "tx-batches"), >=, 1);
+    g_assert_cmpint(qdict_get_int(s, "tx-batches"), <=, STATS_FRAMES);
+    g_assert_cmpint(qdict_get_int(s, "tx-interrupts"), ==,
+                    qdict_get_int(s, "tx-batches") +
+                    qdict_get_int(s, "tx-backend-busy"));
+    g_assert_cmpint(qdict_get_int(s, "tx-interrupts-suppressed"), ==, 0);
+
+    /* The same numbers in "info network" and "info stats" */
+    info = qtest_hmp(t->qts, "info network");
+    g_test_message("info network: %s", info);
+    g_assert_cmpint(info_counter(info, t->nic, "rx-packets"), ==,
+                    STATS_FRAMES);
+    g_assert_cmpint(info_counter(info, t->nic, "tx-packets"), ==,
+                    STATS_FRAMES);
+    g_assert_cmpint(info_counter(info, t->nic, "tx-bytes"), ==, tx_bytes);
+    g_assert_cmpint(info_counter(info, t->nic, "rx-interrupts"), ==,
+                    qdict_get_int(s, "rx-interrupts"));
+    hmp = qtest_hmp(t->qts, "info stats netdev tx-packets virtio-net");
+    g_test_message("info stats netdev tx-packets virtio-net: %s", hmp);
+    want = g_strdup_printf("netdev: %s queue 0\r\n"
+                           "    tx-packets (cumulative): %d\r\n",
+                           t->nic, STATS_FRAMES);
+    g_assert_cmpstr(hmp, ==, want);
+
+    /*
+     * The guest asks not to be interrupted for received frames: none
+     * comes, and the counters say why.  (The receive ring keeps a buffer,
+     * so VIRTIO_F_NOTIFY_ON_EMPTY does not apply.)
+     */
+    vq_no_interrupt(t, rx_vq(t, 0));
+    t->vdev->bus->get_queue_isr_status(t->vdev, rx_vq(t, 0));
+    rx_post(t, 0, STATS_FRAMES);
+    for (i = 0; i < STATS_FRAMES; i++) {
+        inject(t, STATS_FRAMES + i);
+    }
+    for (i = 0; i < STATS_FRAMES; i++) {
+        rx_expect(t, 0, STATS_FRAMES + i);
+    }
+    wait_stat(t, 0, "rx-packets", 2 * STATS_FRAMES);
+    g_usleep(QUIET_US);
+    g_assert_false(t->vdev->bus->get_queue_isr_status(t->vdev,
+                                                      rx_vq(t, 0)));
+    s2 = dp_query(t->qts, t->nic, 0, NULL);
+    g_assert_cmpint(qdict_get_int(s2, "rx-packets"), ==, 2 * STATS_FRAMES);
+    g_assert_cmpint(qdict_get_int(s2, "rx-interrupts"), ==,
+                    qdict_get_int(s, "rx-interrupts"));
+    g_assert_cmpint(qdict_get_int(s2, "rx-interrupts-suppressed"), >=, 1);
+    g_assert_cmpint(qdict_get_int(s2, "rx-interrupts-suppressed"), ==,
+                    qdict_get_int(s2, "rx-batches") -
+                    qdict_get_int(s, "rx-batches"));
+    qobject_unref(s2);
+    qobject_unref(s);
+    test_end(t);
+}
+
+static void dp_test_cleanup(void *opaque)
+{
+    DPTest *t = opaque;
+
+    /* QEMU quits first, so that it does not see the interfaces go. */
+    qtest_end();
+    qos_invalidate_command_line();
+    netns_destroy(t);
+    g_free(t->skip);
+    g_free(t);
+}
+
+static void *dp_test_setup(GString *cmd_line, void *arg)
+{
+    DPTest *t = g_new0(DPTest, 1);
+    g_autofree char *netdev = NULL;
+
+    t->backend = arg;
+    t->orig_netns = -1;
+    t->sock = -1;
+    t->skip = netns_enter(t);
+    if (t->skip) {
+        /* QEMU must start all the same: give the NIC some backend. */
+        g_string_append(cmd_line, " -netdev hubport,hubid=0,id=hs0 ");
+    } else {
+        /*
+         * The node's -device has no room for more options: -global gives
+         * it its IOThread.
+         */
+        netdev = netdev_opts(t, "hs0", "");
+        g_string_append_printf(cmd_line, " -object iothread,id=io0"
+                               " -global virtio-net-pci.iothread=io0"
+                               " -netdev %s ", netdev);
+    }
+    g_test_queue_destroy(dp_test_cleanup, t);
+    return t;
+}
+
+/* ---- tests on a machine of their own ---- */
+
+static DPTest *dp_boot(const char *backend, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+/*
+ * Enter a namespace with @backend's interface and boot a PC with the
+ * command line @fmt; NULL (test skipped) when that cannot be done.
+ */
+static DPTest *dp_boot(const char *backend, const char *fmt, ...)
+{
+    DPTest *t = g_new0(DPTest, 1);
+    g_autofree char *cmd = NULL;
+    va_list ap;
+
+    t->backend = backend;
+    t->orig_netns = -1;
+    t->sock = -1;
+    t->skip = netns_enter(t);
+    if (t->skip) {
+        g_test_skip(t->skip);
+        g_free(t->skip);
+        g_free(t);
+        return NULL;
+    }
+    va_start(ap, fmt);
+    cmd = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    t->qs = qtest_pc_boot("%s", cmd);
+    t->qts = t->qs->qts;
+    t->alloc = &t->qs->alloc;
+    return t;
+}
+
+static void dp_shutdown(DPTest *t)
+{
+    qtest_shutdown(t->qs);
+    netns_destroy(t);
+    g_free(t);
+}
+
+/*
+ * Hot-unplug a device while frames flow to it and from it: QEMU goes on,
+ * and the backend serves a device plugged in again.
+ */
+static void test_hotplug(void)
+{
+    DPTest *t;
+    Injector inj;
+    uint32_t round, base, i, sent;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU);
+    if (!t) {
+        return;
+    }
+    for (round = 0; round < 2; round++) {
+        g_autofree char *info = NULL;
+        g_autofree char *nics = NULL;
+
+        base = (round + 1) * 2 * NEXT_PHASE;
+        qtest_qmp_device_add(t->qts, "virtio-net-pci", "hp0",
+                             "{ 'netdev': 'hs0', 'iothread': 'io0',"
+                             " 'addr': %s }", stringify(HP_SLOT));
+        nic_start(t, HP_SLOT, "hp0");
+
+        /* Traffic both ways, after the frames of the last round */
+        t->stale_below = base;
+        t->stale = 0;
+        rx_fill(t, 0);
+        for (i = 0; i < STATS_FRAMES; i++) {
+            inject(t, base + i);
+        }
+        for (i = 0; i < STATS_FRAMES; i++) {
+            rx_expect(t, 0, base + i);
+        }
+        tx_frames(t, 0, base + STATS_FRAMES, STATS_FRAMES);
+        for (i = 0; i < STATS_FRAMES; i++) {
+            peer_expect(t, base + STATS_FRAMES + i);
+        }
+
+        /* Gone in the middle of a stream in and a ring of frames out */
+        rx_fill(t, 0);
+        injector_start(&inj, t, base + NEXT_PHASE);
+        g_usleep(20 * 1000);
+        tx_send(t, 0, base + 2 * STATS_FRAMES, tx_vq(t, 0)->size);
+        unplug(t->qts, "hp0", HP_SLOT);
+        g_usleep(20 * 1000);
+        sent = injector_stop(&inj);
+        g_test_message("round %u: %u frames injected around the unplug, "
+                       "%u late frames of the round before", round, sent,
+                       t->stale);
+        g_assert_cmpuint(sent, >, 0);
+        nic_end(t);
+
+        g_assert_true(query_running(t->qts));
+        nics = dp_nics(t->qts);
+        g_assert_cmpstr(nics, ==, "");
+        info = qtest_hmp(t->qts, "info network");
+        g_assert_nonnull(strstr(info, "hs0: index=0,type=af-packet"));
+        g_assert_null(strstr(info, "hp0"));
+    }
+    dp_shutdown(t);
+}
+
+/*
+ * Two queue pairs in two IOThreads (iothread-vq-mapping, which only -device
+ * JSON and QMP can express): both pairs carry traffic and count it apart.
+ */
+static void test_multiqueue(void)
+{
+    uint8_t got[MAX_FRAME];
+    bool seen[MQ_FRAMES] = { false };
+    uint32_t last[MAX_PAIRS] = { 0, 0 };
+    unsigned int count[MAX_PAIRS] = { 0, 0 };
+    unsigned int nresults, p, n, received;
+    int64_t irqs, batches, suppressed;
+    g_autofree char *nics = NULL;
+    gint64 deadline;
+    DPTest *t;
+    QDict *s;
+    uint32_t i, seq;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0 -object iothread,id=io1"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU ",queues=2"
+                " -device '{ \"driver\": \"virtio-net-pci\", \"id\": \"mq0\","
+                " \"netdev\": \"hs0\", \"mq\": true, \"vectors\": 6,"
+                " \"addr\": \"%d\", \"iothread-vq-mapping\":"
+                " [ { \"iothread\": \"io0\" }, { \"iothread\": \"io1\" } ] }'",
+                DP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, DP_SLOT, "mq0");
+    g_assert_cmpuint(t->pairs, ==, 2);
+    nics = dp_nics(t->qts);
+    g_assert_cmpstr(nics, ==, "mq0");
+    for (p = 0; p < 2; p++) {
+        s = dp_query(t->qts, "mq0", p, &nresults);
+        g_assert_nonnull(s);
+        g_assert_cmpuint(nresults, ==, 2);
+        qobject_unref(s);
+    }
+    ctrl_mq(t, 2);
+
+    /* Each pair sends through its own backend queue */
+    for (p = 0; p < 2; p++) {
+        tx_frames(t, p, (p + 1) * NEXT_PHASE, MQ_FRAMES);
+        for (i = 0; i < MQ_FRAMES; i++) {
+            peer_expect(t, (p + 1) * NEXT_PHASE + i);
+        }
+    }
+    for (p = 0; p < 2; p++) {
+        g_assert_cmpint(wait_stat(t, p, "tx-packets", MQ_FRAMES), ==,
+                        MQ_FRAMES);
+    }
+
+    /*
+     * Flows spread over the backend's fanout group: each frame comes
+     * once, whole, on one pair; in order within a pair.
+     */
+    rx_fill(t, 0);
+    rx_fill(t, 1);
+    for (i = 0; i < MQ_FRAMES; i++) {
+        inject(t, i);
+    }
+    deadline = g_get_monotonic_time() + TIMEOUT_US;
+    for (received = 0; received < MQ_FRAMES;) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        for (p = 0; p < 2; p++) {
+            n = rx_get(t, p, got, false);
+            if (!n) {
+                continue;
+            }
+            seq = check_frame(got, n, t->mac, peer_mac);
+            g_assert_cmpuint(seq, <, MQ_FRAMES);
+            g_assert_false(seen[seq]);
+            g_assert_true(count[p] == 0 || seq > last[p]);
+            seen[seq] = true;
+            last[p] = seq;
+            count[p]++;
+            received++;
+        }
+    }
+    g_test_message("frames per queue pair: %u %u", count[0], count[1]);
+    g_assert_cmpuint(count[0], >, 0);
+    g_assert_cmpuint(count[1], >, 0);
+    rx_expect_none(t, 0);
+    rx_expect_none(t, 1);
+    for (p = 0; p < 2; p++) {
+        g_assert_cmpint(wait_stat(t, p, "rx-packets", count[p]), ==,
+                        count[p]);
+    }
+
+    /*
+     * Pair 1 asks not to be interrupted; pair 0 still is.  The frames of
+     * a flow stay on its pair: 'last[1]' went to pair 1.
+     */
+    vq_no_interrupt(t, rx_vq(t, 1));
+    vq_no_interrupt(t, tx_vq(t, 1));
+    s = dp_query(t->qts, "mq0", 1, NULL);
+    for (i = 0; i < MQ_FRAMES / 2; i++) {
+        inject(t, last[1] + (i + 1) * FLOWS);
+    }
+    for (i = 0; i < MQ_FRAMES / 2; i++) {
+        rx_expect(t, 1, last[1] + (i + 1) * FLOWS);
+    }
+    rx_expect_none(t, 0);
+    tx_frames(t, 1, 3 * NEXT_PHASE, MQ_FRAMES / 2);
+    for (i = 0; i < MQ_FRAMES / 2; i++) {
+        peer_expect(t, 3 * NEXT_PHASE + i);
+    }
+    wait_stat(t, 1, "rx-packets", count[1] + MQ_FRAMES / 2);
+    wait_stat(t, 1, "tx-packets", MQ_FRAMES + MQ_FRAMES / 2);
+    irqs = get_stat(t, 1, "rx-interrupts");
+    batches = get_stat(t, 1, "rx-batches");
+    suppressed = get_stat(t, 1, "rx-interrupts-suppressed");
+    g_assert_cmpint(irqs, ==, qdict_get_int(s, "rx-interrupts"));
+    g_assert_cmpint(suppressed, >=, 1);
+    g_assert_cmpint(suppressed, ==,
+                    batches - qdict_get_int(s, "rx-batches"));
+    irqs = get_stat(t, 1, "tx-interrupts");
+    batches = get_stat(t, 1, "tx-batches");
+    suppressed = get_stat(t, 1, "tx-interrupts-suppressed");
+    g_assert_cmpint(irqs, ==, qdict_get_int(s, "tx-interrupts"));
+    g_assert_cmpint(suppressed, >=, 1);
+    g_assert_cmpint(suppressed, ==,
+                    batches - qdict_get_int(s, "tx-batches"));
+    qobject_unref(s);
+    g_assert_cmpint(get_stat(t, 0, "rx-interrupts-suppressed"), ==, 0);
+    g_assert_cmpint(get_stat(t, 0, "tx-interrupts-suppressed"), ==, 0);
+
+    nic_end(t);
+    dp_shutdown(t);
+}
+
+/*
+ * device_add with @props (JSON members after driver, id and addr) must
+ * fail with @msg.
+ */
+static void device_add_fails(QTestState *qts, const char *props,
+                             const char *msg)
+{
+    g_autofree char *args = g_strdup_printf("{ 'driver': 'virtio-net-pci',"
+                                            " 'id': 'nd0', 'addr': '%d', %s }",
+                                            HP_SLOT, props);
+
+    qmp_fails(qts, "device_add", args, msg);
+}
+
+/* Configurations the dataplane cannot run, refused with a reason */
+static void test_errors(void)
+{
+    g_autofree char *nics = NULL;
+    DPTest *t;
+    QDict *rsp;
+    int sv[2];
+
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+    t = dp_boot("af-packet", "-object iothread,id=io0 -object iothread,id=io1"
+                " -netdev af-packet,id=ap0,ifname=" IF_QEMU
+                " -netdev af-packet,id=ap2,ifname=" IF_QEMU ",queues=2"
+                " -netdev hubport,hubid=0,id=hp0"
+                " -netdev hubport,hubid=1,id=hp1"
+                " -netdev socket,id=so0,fd=%d"
+                " -device virtio-net-pci,id=plain,netdev=hp1,addr=%d",
+                sv[1], DP_SLOT);
+    close(sv[1]);
+    if (!t) {
+        close(sv[0]);
+        return;
+    }
+
+    /*
+     * All with the same id: a failure that left something behind would
+     * turn the next one into "Duplicate ID".
+     */
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread': 'io0',"
+                     " 'iothread-vq-mapping': [ { 'iothread': 'io1' } ]",
+                     "virtio-net: iothread and iothread-vq-mapping cannot "
+                     "be set at the same time");
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread': 'io0',"
+                     " 'ioeventfd': false",
+                     "virtio-net: an iothread needs ioeventfd=on");
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread': 'io0',"
+                     " 'tx': 'timer'",
+                     "virtio-net: tx=timer cannot be used with an iothread");
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread': 'io0',"
+                     " 'guest_rsc_ext': true",
+                     "virtio-net: guest_rsc_ext=on cannot be used with an "
+                     "iothread");
+    device_add_fails(t->qts, "'netdev': 'ap2', 'mq': true, 'rss': true,"
+                     " 'iothread-vq-mapping': [ { 'iothread': 'io0' },"
+                     " { 'iothread': 'io1' } ]",
+                     "virtio-net: rss=on needs all queue pairs in one "
+                     "iothread");
+    device_add_fails(t->qts, "'netdev': 'hp0', 'iothread': 'io0'",
+                     "virtio-net: netdev 'hp0' (type hubport) cannot run in "
+                     "an IOThread; use a tap or af-packet netdev, or no "
+                     "iothread");
+    device_add_fails(t->qts, "'netdev': 'so0', 'iothread': 'io0'",
+                     "virtio-net: netdev 'so0' (type socket) cannot run in "
+                     "an IOThread");
+
+    /* iothread-vq-mapping counts queue pairs */
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread-vq-mapping':"
+                     " [ { 'iothread': 'io0', 'vqs': [ 1 ] } ]",
+                     "virtio-net: iothread-vq-mapping: vq index 1 for "
+                     "IOThread \"io0\" must be less than num_queues 1");
+    device_add_fails(t->qts, "'netdev': 'ap2', 'mq': true,"
+                     " 'iothread-vq-mapping':"
+                     " [ { 'iothread': 'io0', 'vqs': [ 0 ] } ]",
+                     "virtio-net: iothread-vq-mapping: missing vq 1 "
+                     "IOThread assignment");
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread-vq-mapping':"
+                     " [ { 'iothread': 'nosuchthread' } ]",
+                     "IOThread \"nosuchthread\" object does not exist");
+
+    /* A filter keeps its netdev in the main loop */
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'object-add',"
+                             " 'arguments': { 'qom-type': 'filter-buffer',"
+                             " 'id': 'fb0', 'netdev': 'ap0',"
+                             " 'interval': 1000 } }");
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread': 'io0'",
+                     "virtio-net: netdev 'ap0' has filters, which run in "
+                     "the main loop; remove them or use no iothread");
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'object-del',"
+                             " 'arguments': { 'id': 'fb0' } }");
+
+    /* vhost does its own dataplane (when this host has vhost-net) */
+    rsp = qtest_qmp(t->qts, "{ 'execute': 'netdev_add', 'arguments': {"
+                    " 'type': 'tap', 'id': 'tv0', 'ifname': '" IF_VHOST "',"
+                    " 'script': 'no', 'downscript': 'no', 'vhost': true } }");
+    if (qdict_haskey(rsp, "error")) {
+        g_test_message("tap with vhost=on not checked: %s",
+                       qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"));
+    } else {
+        device_add_fails(t->qts, "'netdev': 'tv0', 'iothread': 'io0'",
+                         "virtio-net: netdev 'tv0' uses vhost, which does its "
+                         "own dataplane; use vhost=off with an iothread");
+    }
+    qobject_unref(rsp);
+
+    /* The id is still free; only the dataplane NIC reports counters */
+    qtest_qmp_device_add(t->qts, "virtio-net-pci", "nd0",
+                         "{ 'netdev': 'ap0', 'iothread': 'io0',"
+                         " 'addr': %s }", stringify(HP_SLOT));
+    nics = dp_nics(t->qts);
+    g_assert_cmpstr(nics, ==, "nd0");
+
+    /* No filter joins a netdev in an IOThread, until its NIC goes */
+    qmp_fails(t->qts, "object-add", "{ 'qom-type': 'filter-buffer',"
+              " 'id': 'fb1', 'netdev': 'ap0', 'interval': 1000 }",
+              "netdev 'ap0' runs in an IOThread; filters are not supported "
+              "there");
+    unplug(t->qts, "nd0", HP_SLOT);
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'object-add',"
+                             " 'arguments': { 'qom-type': 'filter-buffer',"
+                             " 'id': 'fb1', 'netdev': 'ap0',"
+                             " 'interval': 1000 } }");
+
+    g_assert_true(query_running(t->qts));
+    dp_shutdown(t);
+    close(sv[0]);
+}
+
+static void register_virtio_net_dataplane_test(void)
+{
+    static const char *const backends[] = { "af-packet", "tap" };
+    static const struct {
+        const char *name;
+        const char *node;
+        QOSTestFunc func;
+    } tests[] = {
+        { "traffic", "virtio-net", test_traffic },
+        { "burst", "virtio-net", test_burst },
+        { "stop-cont", "virtio-net", test_stop_cont },
+        { "reset", "virtio-net-pci", test_reset },
+        { "stats", "virtio-net", test_stats },
+    };
+    QOSGraphTestOptions opts = {
+        .before = dp_test_setup,
+    };
+    unsigned int i, j;
+
+    for (i = 0; i < G_N_ELEMENTS(backends); i++) {
+        opts.arg = (gpointer)backends[i];
+        for (j = 0; j < G_N_ELEMENTS(tests); j++) {
+            g_autofree char *name =
+                g_strdup_printf("virtio-net-dataplane/%s/%s", backends[i],
+                                tests[j].name);
+
+            qos_add_test(name, tests[j].node, tests[j].func, &opts);
+        }
+    }
+
+    qtest_add_func("virtio-net-dataplane/hotplug", test_hotplug);
+    qtest_add_func("virtio-net-dataplane/multiqueue", test_multiqueue);
+    qtest_add_func("virtio-net-dataplane/errors", test_errors);
+}
+
+libqos_init(register_virtio_net_dataplane_test);
