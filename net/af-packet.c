@@ -88,6 +88,11 @@ typedef struct AFPacketState {
     unsigned int block_cur;
     struct tpacket3_hdr *pkt;   /* next packet of block_cur, or NULL */
     uint32_t pkt_left;
+    /* tpacket-version=2: a ring of frames, not blocks */
+    bool frames;
+    unsigned int frame_size;
+    unsigned int frame_nr;
+    unsigned int frame_cur;
 
     /* Frames queued while the socket pushed back */
     AFPacketTxSlot tx[AF_PACKET_TX_BATCH];
@@ -115,6 +120,7 @@ static void af_packet_writable(void *opaque);
 static void af_packet_rx_socket(AFPacketState *s);
 static bool af_packet_if_up(const char *ifname);
 static bool af_packet_ready(AFPacketState *s);
+static bool af_packet_frame_ready(AFPacketState *s);
 
 /* Context: any */
 static inline AFPacketState *af_packet_state(NetClientState *nc)
@@ -146,7 +152,8 @@ static bool af_packet_rx_poll(void *opaque)
 {
     AFPacketState *s = opaque;
 
-    return s->ring && af_packet_ready(s);
+    return s->ring && (s->frames ? af_packet_frame_ready(s)
+                                 : af_packet_ready(s));
 }
 
 /* Context: the backend's AioContext */
@@ -306,6 +313,25 @@ static bool af_packet_ready(AFPacketState *s)
     return true;
 }
 
+/* tpacket-version=2: the ring's frame @i.  Context: backend */
+static inline struct tpacket2_hdr *af_packet_frame(AFPacketState *s,
+                                                   unsigned int i)
+{
+    unsigned int per_block = s->block_size / s->frame_size;
+
+    return (struct tpacket2_hdr *)(s->ring +
+                                   (size_t)(i / per_block) * s->block_size +
+                                   (size_t)(i % per_block) * s->frame_size);
+}
+
+/* Has the kernel handed the next frame over?  Context: backend */
+static bool af_packet_frame_ready(AFPacketState *s)
+{
+    struct tpacket2_hdr *h = af_packet_frame(s, s->frame_cur);
+
+    return qatomic_load_acquire(&h->tp_status) & TP_STATUS_USER;
+}
+
 /*
  * Whether the guest can take @h: frames the ring truncated, frames above
  * the MTU that the kernel did not describe as GSO, and GSO frames the guest
@@ -404,6 +430,40 @@ static bool af_packet_deliver(AFPacketState *s, uint8_t *frame, size_t len,
 }
 
 /*
+ * tpacket-version=2: the kernel hands every frame over as it arrives, so
+ * nothing waits for a block to fill or time out.
+ *
+ * Context: backend
+ */
+static void af_packet_rx_frames(AFPacketState *s)
+{
+    unsigned int n = 0;
+
+    while (n < AF_PACKET_RX_BATCH && s->read_poll &&
+           af_packet_frame_ready(s)) {
+        struct tpacket2_hdr *h = af_packet_frame(s, s->frame_cur);
+        uint8_t *frame = (uint8_t *)h + h->tp_mac;
+        bool delivered = true;
+
+        n++;
+        if (af_packet_rx_acceptable(s, frame, h->tp_len, h->tp_snaplen)) {
+            delivered = af_packet_deliver(s, frame, h->tp_snaplen,
+                                          h->tp_status &
+                                          TP_STATUS_CSUMNOTREADY);
+        }
+        /* A queued packet was copied: the frame can go back either way. */
+        qatomic_store_release(&h->tp_status, TP_STATUS_KERNEL);
+        s->frame_cur = (s->frame_cur + 1) % s->frame_nr;
+        if (!delivered) {
+            break;
+        }
+    }
+    if (n == 0 && s->read_poll) {
+        af_packet_clear_error(s);
+    }
+}
+
+/*
  * Hand ready frames to the peer, at most AF_PACKET_RX_BATCH per call.
  * When the peer queues one (it cannot take more), stop reading until
  * af_packet_rx_done().
@@ -417,6 +477,10 @@ static void af_packet_rx(void *opaque)
 
     if (!s->ring) {
         af_packet_rx_socket(s);
+        return;
+    }
+    if (s->frames) {
+        af_packet_rx_frames(s);
         return;
     }
     while (n < AF_PACKET_RX_BATCH && s->read_poll && af_packet_ready(s)) {
@@ -906,10 +970,36 @@ static bool af_packet_setup_ring(AFPacketState *s, uint64_t ring_size,
     s->block_nr = ring_size / s->block_size;
     req.tp_block_size = s->block_size;
     req.tp_block_nr = s->block_nr;
-    req.tp_frame_size = AF_PACKET_RX_FRAME;
-    req.tp_frame_nr = s->block_size / AF_PACKET_RX_FRAME * s->block_nr;
-    req.tp_retire_blk_tov = retire_ms;
+    if (s->frames) {
+        /*
+         * Room for the header, the link-layer address the kernel puts in
+         * front, the virtio-net header and the largest frame: MTU-sized,
+         * or a 64 KiB GSO frame with vnet-hdr.
+         */
+        size_t need = TPACKET_ALIGN(sizeof(struct tpacket2_hdr)) +
+                      TPACKET_ALIGN(sizeof(struct sockaddr_ll)) +
+                      sizeof(struct virtio_net_hdr) +
+                      (s->vnet_hdr ? 65536 : s->mtu + AF_PACKET_L2_OVERHEAD);
 
+        s->frame_size = pow2ceil(need);
+        if (s->frame_size > s->block_size) {
+            s->block_size = s->frame_size;
+            s->block_nr = MAX(ring_size / s->block_size, 1);
+            req.tp_block_size = s->block_size;
+            req.tp_block_nr = s->block_nr;
+        }
+        s->frame_nr = s->block_size / s->frame_size * s->block_nr;
+        req.tp_frame_size = s->frame_size;
+        req.tp_frame_nr = s->frame_nr;
+    } else {
+        req.tp_frame_size = AF_PACKET_RX_FRAME;
+        req.tp_frame_nr = s->block_size / AF_PACKET_RX_FRAME * s->block_nr;
+        req.tp_retire_blk_tov = retire_ms;
+    }
+
+    /* A TPACKET_V2 ring takes the first fields of tpacket_req3 */
+    QEMU_BUILD_BUG_ON(offsetof(struct tpacket_req3, tp_frame_nr) !=
+                      offsetof(struct tpacket_req, tp_frame_nr));
     if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req))) {
         error_setg_errno(errp, errno, "af-packet: cannot set up a %" PRIu64
                          "-byte receive ring (rx-ring-size)", ring_size);
@@ -961,6 +1051,7 @@ typedef struct AFPacketConfig {
     int fanout_id;
     uint64_t ring_size;
     uint32_t retire_ms;
+    uint8_t tpacket_version;
 } AFPacketConfig;
 
 /*
@@ -979,8 +1070,9 @@ static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
         .sll_ifindex = c->ifindex,
     };
 
-    if (!af_packet_setsockopt(s->fd, PACKET_VERSION, TPACKET_V3,
-                              "TPACKET_V3", errp)) {
+    if (!af_packet_setsockopt(s->fd, PACKET_VERSION,
+                              s->frames ? TPACKET_V2 : TPACKET_V3,
+                              "the TPACKET version", errp)) {
         return false;
     }
     if (s->vnet_hdr &&
@@ -1208,6 +1300,23 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
                    "and 1000 milliseconds");
         return -1;
     }
+    c.tpacket_version = opts->has_tpacket_version ? opts->tpacket_version : 3;
+    if (c.tpacket_version != 2 && c.tpacket_version != 3) {
+        error_setg(errp, "af-packet: tpacket-version must be 2 (a ring of "
+                   "frames, each handed over at once) or 3 (a ring of "
+                   "blocks)");
+        return -1;
+    }
+    if (c.tpacket_version == 2 && !c.ring_size) {
+        error_setg(errp, "af-packet: tpacket-version=2 needs a ring "
+                   "(rx-ring-size other than 0)");
+        return -1;
+    }
+    if (c.tpacket_version == 2 && opts->has_rx_retire_timeout) {
+        error_setg(errp, "af-packet: rx-retire-timeout applies to "
+                   "tpacket-version=3 only");
+        return -1;
+    }
 
     if (peer && (queues > 1 || opts->fds)) {
         error_setg(errp, "af-packet: multiple queues cannot be used with "
@@ -1237,6 +1346,7 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         s->ctx = iohandler_get_aio_context();
         s->mtu = c.mtu;
         s->vnet_hdr = opts->has_vnet_hdr && opts->vnet_hdr;
+        s->frames = c.tpacket_version == 2;
         if (fds) {
             s->fd = fds[i];
             fds[i] = -1;

@@ -60,6 +60,9 @@ def variants(build):
         ('netplane af-packet', np_, 'virtio-net-pci', 'af-packet', '', ()),
         ('netplane af-packet iothread', np_, 'virtio-net-pci,iothread=io0',
          'af-packet', '', IOTHREAD),
+        # A ring of frames, each handed over at once: no block timer
+        ('af-packet v2 iothread', np_, 'virtio-net-pci,iothread=io0',
+         'af-packet', ',tpacket-version=2', IOTHREAD),
         # A plain packet socket's receive buffer instead of the ring
         # (net.core.rmem_default): what the ring is measured against.
         ('af-packet no ring', np_, 'virtio-net-pci', 'af-packet',
@@ -412,6 +415,7 @@ COLORS = {'upstream tx=bh': '#999999', 'upstream tx=timer': '#c4c4c4',
           'netplane': '#8fbfdf', 'netplane iothread': '#1f6aa5',
           'netplane af-packet': '#f2bb80',
           'netplane af-packet iothread': '#c96d12',
+          'af-packet v2 iothread': '#8c3f0a',
           'af-packet no ring': '#4a9a4a'}
 
 

@@ -920,6 +920,18 @@ static void test_errors(void)
                      "af-packet: rx-retire-timeout must be between 1 and "
                      "1000");
     netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'ifname': '" IF_QEMU "', 'tpacket-version': 1 }",
+                     "af-packet: tpacket-version must be 2");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'ifname': '" IF_QEMU "', 'tpacket-version': 2,"
+                     " 'rx-ring-size': 0 }",
+                     "af-packet: tpacket-version=2 needs a ring");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'ifname': '" IF_QEMU "', 'tpacket-version': 2,"
+                     " 'rx-retire-timeout': 5 }",
+                     "af-packet: rx-retire-timeout applies to "
+                     "tpacket-version=3 only");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
                      " 'ifname': '" IF_QEMU "', 'queues': 0 }",
                      "af-packet: queues must be between 1 and");
     netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
@@ -995,6 +1007,12 @@ static void register_af_packet_test(void)
     opts.arg = (gpointer)",rx-ring-size=0";
     qos_add_test("af-packet/rx-no-ring", "virtio-net", test_rx, &opts);
     qos_add_test("af-packet/stats-no-ring", "virtio-net", test_stats, &opts);
+    opts.arg = (gpointer)",tpacket-version=2";
+    qos_add_test("af-packet/rx-v2", "virtio-net", test_rx, &opts);
+    qos_add_test("af-packet/burst-v2", "virtio-net", test_burst, &opts);
+    qos_add_test("af-packet/stats-v2", "virtio-net", test_stats, &opts);
+    opts.arg = (gpointer)",tpacket-version=2,vnet-hdr=on";
+    qos_add_test("af-packet/rx-v2-vnet-hdr", "virtio-net", test_rx, &opts);
 
     qtest_add_func("af-packet/errors", test_errors);
 }
