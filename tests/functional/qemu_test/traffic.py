@@ -165,32 +165,65 @@ class TrafficTest(QemuSystemTest):
             line += ' np.run=' + ','.join(run)
         return line + (' ' + extra if extra else '')
 
+    def _console_lines(self, vm, wait):
+        """Read what @vm's console has (waiting up to @wait seconds for
+        something) and return the complete lines, also appended to
+        self.console_lines.  A partial line waits in vm for the next
+        call, so nothing is lost between calls.  None once the console
+        is closed."""
+        buf = getattr(vm, '_traffic_console_buf', b'')
+        ready, _, _ = select.select([vm.console_socket], [], [], wait)
+        if ready:
+            data = vm.console_socket.recv(4096)
+            if not data:
+                return None
+            buf += data
+        lines = []
+        while b'\n' in buf:
+            raw, buf = buf.split(b'\n', 1)
+            line = raw.decode(errors='replace').strip('\r\x00 ')
+            self.console_lines.append(line)
+            self.log.debug('console: %s', line)
+            lines.append(line)
+        vm._traffic_console_buf = buf
+        return lines
+
+    def poll_console(self, vm, until):
+        """Without waiting: the console line of @vm starting with @until
+        if it arrived by now (lines up to it are taken, later ones stay
+        for read_console()), else None (every line stays)."""
+        pending = getattr(vm, '_traffic_console_pending', [])
+        pending += self._console_lines(vm, 0) or []
+        for i, line in enumerate(pending):
+            if line.startswith(until):
+                vm._traffic_console_pending = pending[i + 1:]
+                return line
+        vm._traffic_console_pending = pending
+        return None
+
     def read_console(self, vm, until, timeout):
-        """Collect console lines until one starts with @until; return it."""
+        """Collect console lines until one starts with @until; return it.
+        Lines after it stay for the next read_console() or
+        poll_console()."""
         deadline = time.monotonic() + timeout
-        sock = vm.console_socket
-        buf = b''
+        pending = getattr(vm, '_traffic_console_pending', [])
         while True:
+            while pending:
+                line = pending.pop(0)
+                if line.startswith(until):
+                    vm._traffic_console_pending = pending
+                    return line
             left = deadline - time.monotonic()
             if left <= 0:
+                vm._traffic_console_pending = []
                 self.fail('no %r on the console within %ds; last lines:\n%s'
                           % (until, timeout,
                              '\n'.join(self.console_lines[-20:])))
-            ready, _, _ = select.select([sock], [], [], min(left, 1.0))
-            if not ready:
-                continue
-            data = sock.recv(4096)
-            if not data:
+            pending = self._console_lines(vm, min(left, 1.0))
+            if pending is None:
+                vm._traffic_console_pending = []
                 self.fail('console closed before %r; last lines:\n%s'
                           % (until, '\n'.join(self.console_lines[-20:])))
-            buf += data
-            while b'\n' in buf:
-                raw, buf = buf.split(b'\n', 1)
-                line = raw.decode(errors='replace').strip('\r\x00 ')
-                self.console_lines.append(line)
-                self.log.debug('console: %s', line)
-                if line.startswith(until):
-                    return line
 
     # Both directions: paced UDP (nothing may be lost), UDP as fast as
     # each side can (loss is possible, damage is not), TCP streams, and
