@@ -499,12 +499,14 @@ static void vndp_detach_bh(void *opaque)
     aio_set_event_notifier(dq->ctx, &dq->tx_notifier, NULL, NULL, NULL);
     aio_set_event_notifier(dq->ctx, &dq->rx_notifier, NULL, NULL, NULL);
 
-    if (d->purge) {
-        /* The VM stops: complete what is queued between the two clients */
-        if (nc->peer) {
-            qemu_flush_or_purge_queued_packets(nc->peer, true);
-        }
-        qemu_flush_or_purge_queued_packets(nc, true);
+    if (d->purge && nc->peer) {
+        /*
+         * The VM stops: complete the guest's frames that wait in the
+         * backend, so that no element stays in flight.  Frames waiting for
+         * the guest stay queued and are delivered after cont (the main
+         * loop's VM state handler leaves bound clients to us).
+         */
+        qemu_flush_or_purge_queued_packets(nc->peer, true);
     }
     vndp_rx_flush(dq);
 

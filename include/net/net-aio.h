@@ -70,6 +70,16 @@ void qemu_net_client_drained_begin(NetClientState *nc);
 void qemu_net_client_drained_end(NetClientState *nc);
 
 /*
+ * Does @nc belong to a pair bound to an IOThread?
+ *
+ * Context: BQL held
+ */
+static inline bool qemu_net_client_bound(NetClientState *nc)
+{
+    return nc->bound_ctx != NULL;
+}
+
+/*
  * Is @nc attached to an IOThread right now?  Main-loop code that walks
  * all clients skips such clients; their device takes care of them.
  *
