@@ -22,8 +22,6 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
-#include <sched.h>
-#include <sys/ioctl.h>
 #include "libqtest-single.h"
 #include "qapi/error.h"
 #include "qemu/bswap.h"
@@ -36,10 +34,7 @@
 #include "standard-headers/linux/virtio_net.h"
 #include "libqos/qgraph.h"
 #include "libqos/virtio-net.h"
-
-#ifndef PACKET_IGNORE_OUTGOING
-#define PACKET_IGNORE_OUTGOING 23
-#endif
+#include "netns-util.h"
 
 #define IF_QEMU         "npq0"      /* QEMU's leg of the veth pair */
 #define IF_PEER         "npq1"      /* the test's leg */
@@ -77,57 +72,6 @@ typedef struct AFPacketTest {
 
 /* ---- host side: namespace, veth pair, packet socket ---- */
 
-static bool run(const char *cmd)
-{
-    g_autofree char *err = NULL;
-    g_autoptr(GError) gerr = NULL;
-    int status;
-
-    if (!g_spawn_command_line_sync(cmd, NULL, &err, &status, &gerr)) {
-        g_test_message("cannot run '%s': %s", cmd, gerr->message);
-        return false;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        g_test_message("'%s' failed: %s", cmd, err);
-        return false;
-    }
-    return true;
-}
-
-static void write_sysctl(const char *path, const char *value)
-{
-    FILE *f = fopen(path, "w");
-
-    if (f) {
-        fputs(value, f);
-        fclose(f);
-    }
-}
-
-static unsigned int if_flags(const char *ifname)
-{
-    struct ifreq ifr = { 0 };
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-    g_assert_cmpint(fd, >=, 0);
-    pstrcpy(ifr.ifr_name, sizeof(ifr.ifr_name), ifname);
-    g_assert_cmpint(ioctl(fd, SIOCGIFFLAGS, &ifr), ==, 0);
-    close(fd);
-    return (unsigned short)ifr.ifr_flags;
-}
-
-/* Wait until @ifname is up and has a carrier. */
-static void wait_running(const char *ifname)
-{
-    gint64 deadline = g_get_monotonic_time() + LINK_TIMEOUT_US;
-
-    while ((if_flags(ifname) & (IFF_UP | IFF_RUNNING)) !=
-           (IFF_UP | IFF_RUNNING)) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        g_usleep(10 * 1000);
-    }
-}
-
 /*
  * How many users made @ifname promiscuous.  SIOCGIFFLAGS does not report
  * promiscuity that packet sockets asked for, and /sys/class/net shows the
@@ -148,96 +92,30 @@ static int promiscuity(const char *ifname)
     return atoi(p + strlen(" promiscuity "));
 }
 
-static void netns_leave(AFPacketTest *t)
-{
-    if (t->orig_netns >= 0) {
-        g_assert_cmpint(setns(t->orig_netns, CLONE_NEWNET), ==, 0);
-        close(t->orig_netns);
-        t->orig_netns = -1;
-    }
-}
-
 /*
  * Move to a new network namespace holding the veth pair.  Returns why the
  * test cannot run, or NULL.
  */
 static char *netns_enter(AFPacketTest *t)
 {
+    char *why;
+
     if (geteuid() != 0) {
         return g_strdup("af-packet tests need root: they create a network "
                         "namespace and a veth pair");
     }
-    t->orig_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (t->orig_netns < 0) {
-        return g_strdup_printf("cannot open /proc/thread-self/ns/net: %s",
-                               strerror(errno));
+    why = netns_new(&t->orig_netns, "af-packet");
+    if (why) {
+        return why;
     }
-    if (unshare(CLONE_NEWNET) < 0) {
-        int err = errno;
-
-        close(t->orig_netns);
-        t->orig_netns = -1;
-        return g_strdup_printf("unshare(CLONE_NEWNET) failed: %s; af-packet "
-                               "tests need a private network namespace",
-                               strerror(err));
-    }
-    /* No IPv6 autoconfiguration chatter: the tests count every frame. */
-    write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-    write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
-    if (!run("ip link add " IF_QEMU " type veth peer name " IF_PEER) ||
-        !run("ip link set " IF_QEMU " up") ||
-        !run("ip link set " IF_PEER " up")) {
-        netns_leave(t);
+    if (!netns_add_veth(IF_QEMU, IF_PEER)) {
+        netns_leave(&t->orig_netns);
         return g_strdup("cannot create a veth pair with ip(8)");
     }
-    wait_running(IF_QEMU);
-    wait_running(IF_PEER);
     return NULL;
 }
 
-/* Tear down what netns_enter() made; QEMU must have quit. */
-static void netns_destroy(AFPacketTest *t)
-{
-    if (t->sock >= 0) {
-        close(t->sock);
-        t->sock = -1;
-    }
-    if (t->orig_netns >= 0) {
-        if (if_nametoindex(IF_QEMU)) {
-            run("ip link del " IF_QEMU);
-        }
-        netns_leave(t);
-    }
-}
-
-static int peer_socket(void)
-{
-    struct sockaddr_ll sll = {
-        .sll_family = AF_PACKET,
-        .sll_protocol = htons(ETH_P_ALL),
-        .sll_ifindex = if_nametoindex(IF_PEER),
-    };
-    int one = 1, rcvbuf = 4 * 1024 * 1024;
-    int fd;
-
-    g_assert_cmpint(sll.sll_ifindex, >, 0);
-    fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-    g_assert_cmpint(fd, >=, 0);
-    /* Capture only what comes in from QEMU, not what the test sends. */
-    g_assert_cmpint(setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING,
-                               &one, sizeof(one)), ==, 0);
-    g_assert_cmpint(setsockopt(fd, SOL_SOCKET, SO_RCVBUF,
-                               &rcvbuf, sizeof(rcvbuf)), ==, 0);
-    g_assert_cmpint(bind(fd, (struct sockaddr *)&sll, sizeof(sll)), ==, 0);
-    return fd;
-}
-
 /* ---- frames ---- */
-
-static size_t frame_len(uint32_t seq)
-{
-    return ETH_ZLEN + (seq * 97) % (MAX_FRAME - ETH_ZLEN + 1);
-}
 
 /* Frame number @seq, of @len bytes, with a payload that depends on both. */
 static void make_frame(uint8_t *buf, size_t len, const uint8_t *dst,
@@ -332,7 +210,7 @@ static AFPacketTest *test_start(void *obj, void *data,
         t->mac[i] = qvirtio_config_readb(dev, i);
     }
     t->rx_bufs = guest_alloc(alloc, t->net->queues[0]->size * BUF_SIZE);
-    t->sock = peer_socket();
+    t->sock = netns_peer_socket(IF_PEER);
     return t;
 }
 
@@ -415,7 +293,7 @@ static size_t tx_frames(AFPacketTest *t, uint32_t first, unsigned int n)
 
     g_assert_cmpuint(n, <=, TX_FRAMES);
     for (i = 0; i < n; i++) {
-        len = frame_len(first + i);
+        len = netns_frame_len(first + i);
         /* A zeroed virtio-net header: no offloads. */
         memset(buf, 0, t->hdr_len);
         make_frame(buf + t->hdr_len, len, peer_mac, t->mac, first + i);
@@ -512,16 +390,10 @@ static int64_t wait_stat(AFPacketTest *t, const char *name, int64_t val)
 /* Counter @name on the "stats:" line of "info network" output @info. */
 static int64_t info_counter(const char *info, const char *name)
 {
-    g_autofree char *key = g_strdup_printf("%s=", name);
     const char *line = strstr(info, "stats: ");
-    const char *p;
 
     g_assert_nonnull(line);
-    p = strstr(line, key);
-    g_assert_nonnull(p);
-    /* Whole names only: "rx-packets=" must not match "xx-rx-packets=". */
-    g_assert_true(p[-1] == ' ' || p[-1] == ',');
-    return g_ascii_strtoll(p + strlen(key), NULL, 10);
+    return netns_info_counter(line, name);
 }
 
 /* ---- tests on a virtio-net device attached to -netdev af-packet ---- */
@@ -537,10 +409,10 @@ static void test_rx(void *obj, void *data, QGuestAllocator *alloc)
     }
     rx_post(t, RX_FRAMES);
     for (i = 0; i < RX_FRAMES; i++) {
-        inject(t, t->mac, i, frame_len(i));
+        inject(t, t->mac, i, netns_frame_len(i));
     }
     for (i = 0; i < RX_FRAMES; i++) {
-        rx_expect(t, t->mac, i, frame_len(i));
+        rx_expect(t, t->mac, i, netns_frame_len(i));
     }
     test_end(t);
 }
@@ -556,7 +428,7 @@ static void test_tx(void *obj, void *data, QGuestAllocator *alloc)
     }
     tx_frames(t, 0, TX_FRAMES);
     for (i = 0; i < TX_FRAMES; i++) {
-        peer_expect(t, i, frame_len(i));
+        peer_expect(t, i, netns_frame_len(i));
     }
     test_end(t);
 }
@@ -595,7 +467,7 @@ static void test_promisc(void *obj, void *data, QGuestAllocator *alloc)
      */
     rx_post(t, PROMISC_FRAMES + 1);
     for (i = 0; i < PROMISC_FRAMES; i++) {
-        inject(t, other_mac, i, frame_len(i));
+        inject(t, other_mac, i, netns_frame_len(i));
     }
     g_assert_cmpint(wait_stat(t, "rx-packets", PROMISC_FRAMES), ==,
                     PROMISC_FRAMES);
@@ -623,8 +495,8 @@ static void test_promisc_off(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpint(promiscuity(IF_QEMU), ==, 0);
     /* Frames for the guest's own address still flow. */
     rx_post(t, 1);
-    inject(t, t->mac, 0, frame_len(0));
-    rx_expect(t, t->mac, 0, frame_len(0));
+    inject(t, t->mac, 0, netns_frame_len(0));
+    rx_expect(t, t->mac, 0, netns_frame_len(0));
     g_assert_cmpint(promiscuity(IF_QEMU), ==, 0);
 
     check_second_backend(t, 0);
@@ -688,14 +560,14 @@ static void test_stats(void *obj, void *data, QGuestAllocator *alloc)
     }
     rx_post(t, STATS_FRAMES);
     for (i = 0; i < STATS_FRAMES; i++) {
-        rx_bytes += inject(t, t->mac, i, frame_len(i));
+        rx_bytes += inject(t, t->mac, i, netns_frame_len(i));
     }
     for (i = 0; i < STATS_FRAMES; i++) {
-        rx_expect(t, t->mac, i, frame_len(i));
+        rx_expect(t, t->mac, i, netns_frame_len(i));
     }
     tx_bytes = tx_frames(t, 1000, STATS_FRAMES);
     for (i = 0; i < STATS_FRAMES; i++) {
-        peer_expect(t, 1000 + i, frame_len(1000 + i));
+        peer_expect(t, 1000 + i, netns_frame_len(1000 + i));
     }
 
     stats = query_stats(t->qts, "hs0");
@@ -732,25 +604,25 @@ static void test_link(void *obj, void *data, QGuestAllocator *alloc)
     wait_link(t, true);
 
     /* The peer goes down: IF_QEMU loses its carrier. */
-    g_assert_true(run("ip link set " IF_PEER " down"));
+    g_assert_true(netns_run("ip link set " IF_PEER " down"));
     wait_link(t, false);
-    g_assert_true(run("ip link set " IF_PEER " up"));
+    g_assert_true(netns_run("ip link set " IF_PEER " up"));
     wait_link(t, true);
 
     /* IF_QEMU itself goes down and up. */
-    g_assert_true(run("ip link set " IF_QEMU " down"));
+    g_assert_true(netns_run("ip link set " IF_QEMU " down"));
     wait_link(t, false);
-    g_assert_true(run("ip link set " IF_QEMU " up"));
+    g_assert_true(netns_run("ip link set " IF_QEMU " up"));
     wait_link(t, true);
 
     /* Traffic flows again, both ways. */
-    wait_running(IF_PEER);
+    netns_wait_running(IF_PEER);
     peer_clear_error(t);
     rx_post(t, 1);
-    inject(t, t->mac, 0, frame_len(0));
-    rx_expect(t, t->mac, 0, frame_len(0));
+    inject(t, t->mac, 0, netns_frame_len(0));
+    rx_expect(t, t->mac, 0, netns_frame_len(0));
     tx_frames(t, 1, 1);
-    peer_expect(t, 1, frame_len(1));
+    peer_expect(t, 1, netns_frame_len(1));
     test_end(t);
 }
 
@@ -764,7 +636,7 @@ static void test_ifdel(void *obj, void *data, QGuestAllocator *alloc)
         return;
     }
     wait_link(t, true);
-    g_assert_true(run("ip link del " IF_QEMU));
+    g_assert_true(netns_run("ip link del " IF_QEMU));
     wait_link(t, false);
 
     rsp = qtest_qmp(t->qts, "{ 'execute': 'query-status' }");
@@ -797,7 +669,7 @@ static void af_packet_test_cleanup(void *opaque)
         /* Quitting dropped the backend's promiscuous membership. */
         g_assert_cmpint(promiscuity(IF_QEMU), ==, 0);
     }
-    netns_destroy(t);
+    netns_destroy(&t->orig_netns, &t->sock, IF_QEMU);
     g_free(t->skip);
     g_free(t);
 }
@@ -980,7 +852,7 @@ static void test_errors(void)
     g_assert_cmpuint(count_fds(qtest_pid(qts)), ==, fds);
 
     qtest_quit(qts);
-    netns_destroy(&t);
+    netns_destroy(&t.orig_netns, &t.sock, IF_QEMU);
 }
 
 static void register_af_packet_test(void)

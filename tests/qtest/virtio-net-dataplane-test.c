@@ -36,8 +36,6 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sched.h>
-#include <sys/ioctl.h>
 #include "libqtest-single.h"
 #include "qapi/error.h"
 #include "qemu/atomic.h"
@@ -54,10 +52,7 @@
 #include "libqos/qgraph.h"
 #include "libqos/virtio-net.h"
 #include "libqos/virtio-pci.h"
-
-#ifndef PACKET_IGNORE_OUTGOING
-#define PACKET_IGNORE_OUTGOING 23
-#endif
+#include "netns-util.h"
 
 #define IF_QEMU         "npd0"      /* QEMU's interface: veth leg or tap */
 #define IF_PEER         "npd1"      /* the test's veth leg (af-packet) */
@@ -68,7 +63,6 @@
 #define BUF_SIZE        2048        /* one guest buffer, header and frame */
 #define MAX_PAIRS       2
 #define TIMEOUT_US      (10 * G_USEC_PER_SEC)
-#define LINK_TIMEOUT_US (5 * G_USEC_PER_SEC)
 #define QUIET_US        (200 * 1000)
 
 #define ROUNDS          4
@@ -141,57 +135,6 @@ typedef struct DPTest {
 
 /* ---- host side: namespace, interfaces, packet socket ---- */
 
-static bool run(const char *cmd)
-{
-    g_autofree char *err = NULL;
-    g_autoptr(GError) gerr = NULL;
-    int status;
-
-    if (!g_spawn_command_line_sync(cmd, NULL, &err, &status, &gerr)) {
-        g_test_message("cannot run '%s': %s", cmd, gerr->message);
-        return false;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        g_test_message("'%s' failed: %s", cmd, err);
-        return false;
-    }
-    return true;
-}
-
-static void write_sysctl(const char *path, const char *value)
-{
-    FILE *f = fopen(path, "w");
-
-    if (f) {
-        fputs(value, f);
-        fclose(f);
-    }
-}
-
-static unsigned int if_flags(const char *ifname)
-{
-    struct ifreq ifr = { 0 };
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-    g_assert_cmpint(fd, >=, 0);
-    pstrcpy(ifr.ifr_name, sizeof(ifr.ifr_name), ifname);
-    g_assert_cmpint(ioctl(fd, SIOCGIFFLAGS, &ifr), ==, 0);
-    close(fd);
-    return (unsigned short)ifr.ifr_flags;
-}
-
-/* Wait until @ifname is up and has a carrier. */
-static void wait_running(const char *ifname)
-{
-    gint64 deadline = g_get_monotonic_time() + LINK_TIMEOUT_US;
-
-    while ((if_flags(ifname) & (IFF_UP | IFF_RUNNING)) !=
-           (IFF_UP | IFF_RUNNING)) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        g_usleep(10 * 1000);
-    }
-}
-
 static bool is_tap(DPTest *t)
 {
     return !strcmp(t->backend, "tap");
@@ -206,15 +149,6 @@ static const char *peer_ifname(DPTest *t)
     return is_tap(t) ? IF_QEMU : IF_PEER;
 }
 
-static void netns_leave(DPTest *t)
-{
-    if (t->orig_netns >= 0) {
-        g_assert_cmpint(setns(t->orig_netns, CLONE_NEWNET), ==, 0);
-        close(t->orig_netns);
-        t->orig_netns = -1;
-    }
-}
-
 /*
  * Move to a new network namespace holding IF_QEMU: one leg of a veth
  * pair for af-packet, a persistent tap for tap.  Returns why the test
@@ -222,6 +156,7 @@ static void netns_leave(DPTest *t)
  */
 static char *netns_enter(DPTest *t)
 {
+    char *why;
     bool ok;
 
     if (geteuid() != 0) {
@@ -232,57 +167,23 @@ static char *netns_enter(DPTest *t)
         return g_strdup_printf("cannot use /dev/net/tun: %s",
                                strerror(errno));
     }
-    t->orig_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (t->orig_netns < 0) {
-        return g_strdup_printf("cannot open /proc/thread-self/ns/net: %s",
-                               strerror(errno));
+    why = netns_new(&t->orig_netns, "dataplane");
+    if (why) {
+        return why;
     }
-    if (unshare(CLONE_NEWNET) < 0) {
-        int err = errno;
-
-        close(t->orig_netns);
-        t->orig_netns = -1;
-        return g_strdup_printf("unshare(CLONE_NEWNET) failed: %s; dataplane "
-                               "tests need a private network namespace",
-                               strerror(err));
-    }
-    /* No IPv6 autoconfiguration chatter: the tests count every frame. */
-    write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-    write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
     if (is_tap(t)) {
         /* The carrier comes when QEMU attaches: see dp_attach() */
-        ok = run("ip tuntap add dev " IF_QEMU " mode tap") &&
-             run("ip link set " IF_QEMU " up");
+        ok = netns_run("ip tuntap add dev " IF_QEMU " mode tap") &&
+             netns_run("ip link set " IF_QEMU " up");
     } else {
-        ok = run("ip link add " IF_QEMU " type veth peer name " IF_PEER) &&
-             run("ip link set " IF_QEMU " up") &&
-             run("ip link set " IF_PEER " up");
+        ok = netns_add_veth(IF_QEMU, IF_PEER);
     }
     if (!ok) {
-        netns_leave(t);
+        netns_leave(&t->orig_netns);
         return g_strdup_printf("cannot create the %s interface with ip(8)",
                                is_tap(t) ? "tap" : "veth");
     }
-    if (!is_tap(t)) {
-        wait_running(IF_QEMU);
-        wait_running(IF_PEER);
-    }
     return NULL;
-}
-
-/* Tear down what netns_enter() made; QEMU must have quit. */
-static void netns_destroy(DPTest *t)
-{
-    if (t->sock >= 0) {
-        close(t->sock);
-        t->sock = -1;
-    }
-    if (t->orig_netns >= 0) {
-        if (if_nametoindex(IF_QEMU)) {
-            run("ip link del " IF_QEMU);
-        }
-        netns_leave(t);
-    }
 }
 
 /* The -netdev option of the backend, with id @id */
@@ -295,34 +196,7 @@ static char *netdev_opts(DPTest *t, const char *id, const char *extra)
     return g_strdup_printf("af-packet,id=%s,ifname=" IF_QEMU "%s", id, extra);
 }
 
-static int peer_socket(const char *ifname)
-{
-    struct sockaddr_ll sll = {
-        .sll_family = AF_PACKET,
-        .sll_protocol = htons(ETH_P_ALL),
-        .sll_ifindex = if_nametoindex(ifname),
-    };
-    int one = 1, rcvbuf = 4 * 1024 * 1024;
-    int fd;
-
-    g_assert_cmpint(sll.sll_ifindex, >, 0);
-    fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-    g_assert_cmpint(fd, >=, 0);
-    /* Capture only what comes from QEMU, not what the test sends. */
-    g_assert_cmpint(setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING,
-                               &one, sizeof(one)), ==, 0);
-    g_assert_cmpint(setsockopt(fd, SOL_SOCKET, SO_RCVBUF,
-                               &rcvbuf, sizeof(rcvbuf)), ==, 0);
-    g_assert_cmpint(bind(fd, (struct sockaddr *)&sll, sizeof(sll)), ==, 0);
-    return fd;
-}
-
 /* ---- frames ---- */
-
-static size_t frame_len(uint32_t seq)
-{
-    return ETH_ZLEN + (seq * 97) % (MAX_FRAME - ETH_ZLEN + 1);
-}
 
 static uint16_t ip_checksum(const uint8_t *p, size_t len)
 {
@@ -338,11 +212,11 @@ static uint16_t ip_checksum(const uint8_t *p, size_t len)
     return ~sum;
 }
 
-/* Frame number @seq, of frame_len(@seq) bytes. */
+/* Frame number @seq, of netns_frame_len(@seq) bytes. */
 static size_t make_frame(uint8_t *buf, const uint8_t *dst, const uint8_t *src,
                          uint32_t seq)
 {
-    size_t len = frame_len(seq);
+    size_t len = netns_frame_len(seq);
     uint8_t *ip = buf + ETH_HLEN;
     uint8_t *udp = ip + 20;
     size_t i;
@@ -393,7 +267,7 @@ static uint32_t check_frame(const uint8_t *buf, size_t len,
 
     g_assert_true(is_test_frame(buf, len));
     seq = ldl_be_p(buf + FRAME_HDRS);
-    g_assert_cmpuint(len, ==, frame_len(seq));
+    g_assert_cmpuint(len, ==, netns_frame_len(seq));
     make_frame(want, dst, src, seq);
     g_assert_cmpmem(buf, len, want, len);
     return seq;
@@ -672,7 +546,6 @@ static int64_t info_counter(const char *info, const char *nic,
                             const char *name)
 {
     g_autofree char *head = g_strdup_printf("\n%s: index=0,", nic);
-    g_autofree char *key = g_strdup_printf("%s=", name);
     g_autofree char *line = NULL;
     const char *p, *end;
 
@@ -684,11 +557,7 @@ static int64_t info_counter(const char *info, const char *nic,
     g_assert_true(g_str_has_prefix(p + 1, "  stats: "));
     end = strchr(p + 1, '\n');
     line = g_strndup(p + 1, end ? end - p - 1 : strlen(p + 1));
-    p = strstr(line, key);
-    g_assert_nonnull(p);
-    /* Whole names only: "rx-packets=" must not match "xx-rx-packets=". */
-    g_assert_true(p[-1] == ' ' || p[-1] == ',');
-    return g_ascii_strtoll(p + strlen(key), NULL, 10);
+    return netns_info_counter(line, name);
 }
 
 /* ---- guest side: virtqueues through libqos ---- */
@@ -936,9 +805,9 @@ static void dp_attach(DPTest *t, const char *nic)
     if (t->sock < 0) {
         if (is_tap(t)) {
             /* QEMU's file descriptor is the tap's carrier */
-            wait_running(IF_QEMU);
+            netns_wait_running(IF_QEMU);
         }
-        t->sock = peer_socket(peer_ifname(t));
+        t->sock = netns_peer_socket(peer_ifname(t));
     }
 }
 
@@ -1375,7 +1244,7 @@ static void dp_test_cleanup(void *opaque)
     /* QEMU quits first, so that it does not see the interfaces go. */
     qtest_end();
     qos_invalidate_command_line();
-    netns_destroy(t);
+    netns_destroy(&t->orig_netns, &t->sock, IF_QEMU);
     g_free(t->skip);
     g_free(t);
 }
@@ -1443,7 +1312,7 @@ static DPTest *dp_boot(const char *backend, const char *fmt, ...)
 static void dp_shutdown(DPTest *t)
 {
     qtest_shutdown(t->qs);
-    netns_destroy(t);
+    netns_destroy(&t->orig_netns, &t->sock, IF_QEMU);
     g_free(t);
 }
 
