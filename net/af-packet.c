@@ -119,8 +119,7 @@ static void af_packet_rx(void *opaque);
 static void af_packet_writable(void *opaque);
 static void af_packet_rx_socket(AFPacketState *s);
 static bool af_packet_if_up(const char *ifname);
-static bool af_packet_ready(AFPacketState *s);
-static bool af_packet_frame_ready(AFPacketState *s);
+static bool af_packet_ring_ready(AFPacketState *s);
 
 /* Context: any */
 static inline AFPacketState *af_packet_state(NetClientState *nc)
@@ -152,8 +151,7 @@ static bool af_packet_rx_poll(void *opaque)
 {
     AFPacketState *s = opaque;
 
-    return s->ring && (s->frames ? af_packet_frame_ready(s)
-                                 : af_packet_ready(s));
+    return s->ring && af_packet_ring_ready(s);
 }
 
 /* Context: the backend's AioContext */
@@ -324,12 +322,64 @@ static inline struct tpacket2_hdr *af_packet_frame(AFPacketState *s,
                                    (size_t)(i % per_block) * s->frame_size);
 }
 
-/* Has the kernel handed the next frame over?  Context: backend */
+/*
+ * tpacket-version=2: has the kernel handed the next frame over?  Each
+ * frame is handed over as it arrives; no block waits to fill or time out.
+ *
+ * Context: backend
+ */
 static bool af_packet_frame_ready(AFPacketState *s)
 {
     struct tpacket2_hdr *h = af_packet_frame(s, s->frame_cur);
 
     return qatomic_load_acquire(&h->tp_status) & TP_STATUS_USER;
+}
+
+/* Is a frame ready, in either ring layout?  Context: backend */
+static bool af_packet_ring_ready(AFPacketState *s)
+{
+    return s->frames ? af_packet_frame_ready(s) : af_packet_ready(s);
+}
+
+/* The ready frame's header, in either ring layout */
+typedef struct AFPacketRingFrame {
+    uint8_t *data;              /* the Ethernet header */
+    uint32_t len;               /* on the wire */
+    uint32_t snaplen;           /* in the ring */
+    uint32_t status;
+} AFPacketRingFrame;
+
+/* Context: backend */
+static void af_packet_ring_frame(AFPacketState *s, AFPacketRingFrame *f)
+{
+    if (s->frames) {
+        struct tpacket2_hdr *h = af_packet_frame(s, s->frame_cur);
+
+        *f = (AFPacketRingFrame) {
+            .data = (uint8_t *)h + h->tp_mac, .len = h->tp_len,
+            .snaplen = h->tp_snaplen, .status = h->tp_status,
+        };
+    } else {
+        struct tpacket3_hdr *h = s->pkt;
+
+        *f = (AFPacketRingFrame) {
+            .data = (uint8_t *)h + h->tp_mac, .len = h->tp_len,
+            .snaplen = h->tp_snaplen, .status = h->tp_status,
+        };
+    }
+}
+
+/* Give the ready frame back to the kernel.  Context: backend */
+static void af_packet_ring_release(AFPacketState *s)
+{
+    if (s->frames) {
+        struct tpacket2_hdr *h = af_packet_frame(s, s->frame_cur);
+
+        qatomic_store_release(&h->tp_status, TP_STATUS_KERNEL);
+        s->frame_cur = (s->frame_cur + 1) % s->frame_nr;
+    } else {
+        af_packet_next_pkt(s);
+    }
 }
 
 /*
@@ -430,40 +480,6 @@ static bool af_packet_deliver(AFPacketState *s, uint8_t *frame, size_t len,
 }
 
 /*
- * tpacket-version=2: the kernel hands every frame over as it arrives, so
- * nothing waits for a block to fill or time out.
- *
- * Context: backend
- */
-static void af_packet_rx_frames(AFPacketState *s)
-{
-    unsigned int n = 0;
-
-    while (n < AF_PACKET_RX_BATCH && s->read_poll &&
-           af_packet_frame_ready(s)) {
-        struct tpacket2_hdr *h = af_packet_frame(s, s->frame_cur);
-        uint8_t *frame = (uint8_t *)h + h->tp_mac;
-        bool delivered = true;
-
-        n++;
-        if (af_packet_rx_acceptable(s, frame, h->tp_len, h->tp_snaplen)) {
-            delivered = af_packet_deliver(s, frame, h->tp_snaplen,
-                                          h->tp_status &
-                                          TP_STATUS_CSUMNOTREADY);
-        }
-        /* A queued packet was copied: the frame can go back either way. */
-        qatomic_store_release(&h->tp_status, TP_STATUS_KERNEL);
-        s->frame_cur = (s->frame_cur + 1) % s->frame_nr;
-        if (!delivered) {
-            break;
-        }
-    }
-    if (n == 0 && s->read_poll) {
-        af_packet_clear_error(s);
-    }
-}
-
-/*
  * Hand ready frames to the peer, at most AF_PACKET_RX_BATCH per call.
  * When the peer queues one (it cannot take more), stop reading until
  * af_packet_rx_done().
@@ -479,24 +495,18 @@ static void af_packet_rx(void *opaque)
         af_packet_rx_socket(s);
         return;
     }
-    if (s->frames) {
-        af_packet_rx_frames(s);
-        return;
-    }
-    while (n < AF_PACKET_RX_BATCH && s->read_poll && af_packet_ready(s)) {
-        struct tpacket3_hdr *h = s->pkt;
-        uint8_t *frame = (uint8_t *)h + h->tp_mac;
-        bool delivered;
+    while (n < AF_PACKET_RX_BATCH && s->read_poll && af_packet_ring_ready(s)) {
+        AFPacketRingFrame f;
+        bool delivered = true;
 
         n++;
-        if (!af_packet_rx_acceptable(s, frame, h->tp_len, h->tp_snaplen)) {
-            af_packet_next_pkt(s);
-            continue;
+        af_packet_ring_frame(s, &f);
+        if (af_packet_rx_acceptable(s, f.data, f.len, f.snaplen)) {
+            delivered = af_packet_deliver(s, f.data, f.snaplen,
+                                          f.status & TP_STATUS_CSUMNOTREADY);
         }
-        delivered = af_packet_deliver(s, frame, h->tp_snaplen,
-                                      h->tp_status & TP_STATUS_CSUMNOTREADY);
-        /* A queued packet was copied: the ring slot can go back either way. */
-        af_packet_next_pkt(s);
+        /* A queued packet was copied: the slot can go back either way. */
+        af_packet_ring_release(s);
         if (!delivered) {
             break;
         }
