@@ -131,7 +131,6 @@ static void net_stats_one(NetClientState *nc, void *opaque)
 }
 
 /* Context: BQL held */
-/* Context: BQL held */
 void net_stats_query(StatsProvider provider, bool nics,
                      StatsResultList **results, strList *names,
                      strList *targets)

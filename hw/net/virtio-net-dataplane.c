@@ -154,9 +154,8 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
     VirtQueue *vq = dq->q->tx_vq;
     NetClientState *nc = vndp_nc(dq);
     VNDPTxResult ret = VNDP_TX_EMPTY;
-    unsigned int count = 0;
-    size_t bytes = 0, sent_bytes = 0;
-    unsigned int sent = 0;
+    unsigned int count = 0, sent = 0;
+    size_t bytes = 0;
 
     for (;;) {
         VirtQueueElement *elem;
@@ -191,7 +190,6 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
                 break;
             }
             sent++;
-            sent_bytes += len;
             bytes += len;
         } else {
             vndp_count(dq, VNDP_TX_DROPPED, 1);
@@ -206,7 +204,7 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
         vndp_count(dq, VNDP_TX_BATCHES, 1);
     }
     vndp_count(dq, VNDP_TX_PACKETS, sent);
-    vndp_count(dq, VNDP_TX_BYTES, sent_bytes);
+    vndp_count(dq, VNDP_TX_BYTES, bytes);
     trace_virtio_net_dp_tx_round(dq->dp->n, dq->index, count, ret);
     return ret;
 }
