@@ -908,6 +908,27 @@ static void test_end(DPTest *t)
 }
 
 /*
+ * @n frames from the wire to pair 0, numbered from @rx_seq, then @n frames
+ * from the guest numbered from @tx_seq, each checked where it arrives.
+ */
+static void exchange(DPTest *t, uint32_t rx_seq, uint32_t tx_seq, uint32_t n)
+{
+    uint32_t i;
+
+    rx_fill(t, 0);
+    for (i = 0; i < n; i++) {
+        inject(t, rx_seq + i);
+    }
+    for (i = 0; i < n; i++) {
+        rx_expect(t, 0, rx_seq + i);
+    }
+    tx_frames(t, 0, tx_seq, n);
+    for (i = 0; i < n; i++) {
+        peer_expect(t, tx_seq + i);
+    }
+}
+
+/*
  * Frames arrive in guest memory intact and in order, and frames the guest
  * sends leave unchanged; rounds of frames wrap around both rings, and
  * the last round goes both ways at once.
@@ -922,17 +943,7 @@ static void test_traffic(void *obj, void *data, QGuestAllocator *alloc)
     }
     for (r = 0; r < ROUNDS; r++) {
         seq = r * ROUND_FRAMES;
-        rx_fill(t, 0);
-        for (i = 0; i < ROUND_FRAMES; i++) {
-            inject(t, seq + i);
-        }
-        for (i = 0; i < ROUND_FRAMES; i++) {
-            rx_expect(t, 0, seq + i);
-        }
-        tx_frames(t, 0, NEXT_PHASE + seq, ROUND_FRAMES);
-        for (i = 0; i < ROUND_FRAMES; i++) {
-            peer_expect(t, NEXT_PHASE + seq + i);
-        }
+        exchange(t, seq, NEXT_PHASE + seq, ROUND_FRAMES);
     }
 
     seq = ROUNDS * ROUND_FRAMES;
@@ -1077,17 +1088,7 @@ static void test_reset(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_true(query_running(t->qts));
 
     t->stale_below = NEXT_PHASE;
-    rx_fill(t, 0);
-    for (i = 0; i < STATS_FRAMES; i++) {
-        inject(t, NEXT_PHASE + i);
-    }
-    for (i = 0; i < STATS_FRAMES; i++) {
-        rx_expect(t, 0, NEXT_PHASE + i);
-    }
-    tx_frames(t, 0, 2 * NEXT_PHASE, STATS_FRAMES);
-    for (i = 0; i < STATS_FRAMES; i++) {
-        peer_expect(t, 2 * NEXT_PHASE + i);
-    }
+    exchange(t, NEXT_PHASE, 2 * NEXT_PHASE, STATS_FRAMES);
     g_test_message("%u frames from before the reset came after it", t->stale);
     test_end(t);
 }
@@ -1324,7 +1325,7 @@ static void test_hotplug(void)
 {
     DPTest *t;
     Injector inj;
-    uint32_t round, base, i, sent;
+    uint32_t round, base, sent;
 
     t = dp_boot("af-packet", "-object iothread,id=io0"
                 " -netdev af-packet,id=hs0,ifname=" IF_QEMU);
@@ -1344,17 +1345,7 @@ static void test_hotplug(void)
         /* Traffic both ways, after the frames of the last round */
         t->stale_below = base;
         t->stale = 0;
-        rx_fill(t, 0);
-        for (i = 0; i < STATS_FRAMES; i++) {
-            inject(t, base + i);
-        }
-        for (i = 0; i < STATS_FRAMES; i++) {
-            rx_expect(t, 0, base + i);
-        }
-        tx_frames(t, 0, base + STATS_FRAMES, STATS_FRAMES);
-        for (i = 0; i < STATS_FRAMES; i++) {
-            peer_expect(t, base + STATS_FRAMES + i);
-        }
+        exchange(t, base, base + STATS_FRAMES, STATS_FRAMES);
 
         /* Gone in the middle of a stream in and a ring of frames out */
         rx_fill(t, 0);
