@@ -1632,6 +1632,33 @@ static void test_errors(void)
     close(sv[0]);
 }
 
+/*
+ * A malformed transmit buffer (device-writable, so no header to read)
+ * breaks the device in its IOThread with virtio_error(): nothing is sent
+ * or counted as sent, and QEMU keeps running and answering.
+ */
+static void test_bad_tx(void *obj, void *data, QGuestAllocator *alloc)
+{
+    DPTest *t = test_start(obj, data, alloc);
+    QVirtQueue *vq;
+    uint32_t head;
+
+    if (!t) {
+        return;
+    }
+    vq = tx_vq(t, 0);
+    head = qvirtqueue_add(t->qts, vq, t->pair[0].tx_bufs, BUF_SIZE, true,
+                          false);
+    qvirtqueue_kick(t->qts, t->vdev, vq, head);
+    g_usleep(200 * 1000);
+
+    peer_expect_none(t);
+    g_assert_true(query_running(t->qts));
+    g_assert_cmpint(get_stat(t, 0, "tx-packets"), ==, 0);
+    g_assert_cmpint(get_stat(t, 0, "tx-bytes"), ==, 0);
+    test_end(t);
+}
+
 static void register_virtio_net_dataplane_test(void)
 {
     static const char *const backends[] = { "af-packet", "tap" };
@@ -1645,6 +1672,7 @@ static void register_virtio_net_dataplane_test(void)
         { "stop-cont", "virtio-net", test_stop_cont },
         { "reset", "virtio-net-pci", test_reset },
         { "stats", "virtio-net", test_stats },
+        { "bad-tx", "virtio-net", test_bad_tx },
     };
     QOSGraphTestOptions opts = {
         .before = dp_test_setup,
