@@ -151,7 +151,7 @@ static bool af_packet_rx_poll(void *opaque)
 {
     AFPacketState *s = opaque;
 
-    return s->ring && af_packet_ring_ready(s);
+    return s->read_poll && !s->gone && s->ring && af_packet_ring_ready(s);
 }
 
 /* Context: the backend's AioContext */
@@ -170,12 +170,16 @@ static void af_packet_rx_poll_ready(void *opaque)
 static void af_packet_update_fd_handler(AFPacketState *s)
 {
     bool rx = s->read_poll && !s->gone;
+    bool tx = s->write_poll && !s->gone;
 
+    /*
+     * io_poll goes with either handler: one without it would turn
+     * IOThread polling off for the whole AioContext.
+     */
     aio_set_fd_handler(s->ctx, s->fd,
-                       rx ? af_packet_rx : NULL,
-                       s->write_poll && !s->gone ? af_packet_writable : NULL,
-                       rx ? af_packet_rx_poll : NULL,
-                       rx ? af_packet_rx_poll_ready : NULL, s);
+                       rx ? af_packet_rx : NULL, tx ? af_packet_writable : NULL,
+                       rx || tx ? af_packet_rx_poll : NULL,
+                       af_packet_rx_poll_ready, s);
 }
 
 /* Context: the backend's AioContext */

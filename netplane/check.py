@@ -94,6 +94,19 @@ def run_tap(results, suite, cmd, env, timeout, logdir):
         results.add(suite, 'fail', 'exited with %d (see %s)'
                     % (proc.returncode, log))
     print('   (%.0fs, log %s)' % (time.monotonic() - start, log), flush=True)
+    if any(f.startswith(suite + ':') for f in results.failures):
+        print_tail(log)
+
+
+def print_tail(log, lines=60):
+    """Show the end of a failed suite's log, so that a CI transcript
+    says why it failed even when the log files are gone."""
+    with open(log, errors='replace') as f:
+        tail = f.read().splitlines()[-lines:]
+    print('   --- last %d lines of %s' % (len(tail), log))
+    for line in tail:
+        print('   | ' + line)
+    print('   ---', flush=True)
 
 
 def netplane_files():

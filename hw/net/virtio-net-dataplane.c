@@ -54,6 +54,7 @@
 /* Per queue pair; *_IRQS_SUPPRESSED must follow *_IRQS */
 typedef enum VNDPCounter {
     VNDP_TX_KICKS,
+    VNDP_TX_POLLED,
     VNDP_TX_PACKETS,
     VNDP_TX_BYTES,
     VNDP_TX_DROPPED,
@@ -75,6 +76,7 @@ typedef enum VNDPCounter {
 
 static const char *const vndp_counter_names[VNDP__MAX] = {
     [VNDP_TX_KICKS] = "tx-kicks",
+    [VNDP_TX_POLLED] = "tx-polled",
     [VNDP_TX_PACKETS] = "tx-packets",
     [VNDP_TX_BYTES] = "tx-bytes",
     [VNDP_TX_DROPPED] = "tx-dropped",
@@ -212,6 +214,8 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
 /*
  * Drain the TX queue: notifications off while working; when it is
  * empty, notifications on and one more look for what raced with that.
+ * While the AioContext polls the queue, they stay off: polling sees new
+ * frames without a kick, and vndp_tx_poll_end() turns them on again.
  *
  * Context: dq->ctx
  */
@@ -250,7 +254,7 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
         case VNDP_TX_EMPTY:
             break;
         }
-        if (vdev->broken) {
+        if (vdev->broken || dq->tx_polling) {
             return;
         }
         virtio_queue_set_notification(vq, 1);
@@ -319,10 +323,13 @@ static bool vndp_tx_poll(void *opaque)
            !virtio_queue_empty(vq);
 }
 
-/* Context: dq->ctx */
+/* Polling found frames: no kick needed.  Context: dq->ctx */
 static void vndp_tx_poll_ready(EventNotifier *e)
 {
-    vndp_tx_run(container_of(e, VirtIONetDPQueue, tx_notifier));
+    VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+
+    vndp_count(dq, VNDP_TX_POLLED, 1);
+    vndp_tx_run(dq);
 }
 
 /* While polling, the guest need not kick.  Context: dq->ctx */
@@ -330,6 +337,7 @@ static void vndp_tx_poll_begin(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
 
+    dq->tx_polling = true;
     virtio_queue_set_notification(dq->q->tx_vq, 0);
 }
 
@@ -338,6 +346,7 @@ static void vndp_tx_poll_end(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
 
+    dq->tx_polling = false;
     virtio_queue_set_notification(dq->q->tx_vq, 1);
 }
 
@@ -425,6 +434,19 @@ static void vndp_rx_kick(EventNotifier *e)
     }
 }
 
+/*
+ * RX kicks are not polled: the guest refills its RX queue all the time,
+ * and polling it would keep the IOThread busy.  This only keeps the RX
+ * notifier from turning polling off for the whole AioContext, as a
+ * handler without io_poll does.
+ *
+ * Context: dq->ctx
+ */
+static bool vndp_rx_poll(void *opaque)
+{
+    return false;
+}
+
 /* Catch up after an attach.  Context: dq->ctx */
 static void vndp_rx_resume_bh(void *opaque)
 {
@@ -470,9 +492,8 @@ static void vndp_attach(VirtIONetDPQueue *dq)
                            vndp_tx_poll, vndp_tx_poll_ready);
     aio_set_event_notifier_poll(dq->ctx, &dq->tx_notifier,
                                 vndp_tx_poll_begin, vndp_tx_poll_end);
-    /* RX is not polled: a full RX ring would keep the poll busy */
     aio_set_event_notifier(dq->ctx, &dq->rx_notifier, vndp_rx_kick,
-                           NULL, NULL);
+                           vndp_rx_poll, vndp_rx_kick);
 
     /*
      * Catch up with what happened while detached.  A kick the guest made
@@ -509,6 +530,7 @@ static void vndp_detach_bh(void *opaque)
     vndp_rx_flush(dq);
 
     dq->attached = false;
+    dq->tx_polling = false;     /* removing the handler ended any poll */
     qemu_bh_cancel(dq->tx_bh);
     qemu_bh_cancel(dq->rx_flush_bh);
     qemu_bh_cancel(dq->rx_resume_bh);

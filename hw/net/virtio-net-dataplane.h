@@ -38,6 +38,7 @@ struct VirtIONetDPQueue {
     AioContext *ctx;            /* the IOThread the pair runs in */
     bool attached;              /* running in ctx (set with the BQL) */
     bool resume;                /* attach again at the end of a drain */
+    bool tx_polling;            /* ctx polls the TX queue: no kicks */
     unsigned int rx_unflushed;  /* RX used entries filled, not flushed */
     QEMUBH *tx_bh;              /* TX budget spent: go on */
     QEMUBH *rx_flush_bh;        /* end of an RX batch: flush, notify */

@@ -95,8 +95,8 @@ static const uint8_t peer_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x01 };
 
 /* Every counter of provider virtio-net, for one queue pair */
 static const char *const dp_counters[] = {
-    "tx-kicks", "tx-packets", "tx-bytes", "tx-dropped", "tx-batches",
-    "tx-budget-exhausted", "tx-backend-busy", "tx-interrupts",
+    "tx-kicks", "tx-polled", "tx-packets", "tx-bytes", "tx-dropped",
+    "tx-batches", "tx-budget-exhausted", "tx-backend-busy", "tx-interrupts",
     "tx-interrupts-suppressed",
     "rx-kicks", "rx-packets", "rx-bytes", "rx-dropped", "rx-batches",
     "rx-no-buffers", "rx-interrupts", "rx-interrupts-suppressed",

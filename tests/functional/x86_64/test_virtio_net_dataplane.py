@@ -35,11 +35,11 @@ class DataplaneTest(TrafficTest):
 
     # Counters of the device that must be there, per queue pair
     DEVICE_COUNTERS = (
-        'tx-kicks', 'tx-packets', 'tx-bytes', 'tx-dropped', 'tx-batches',
-        'tx-budget-exhausted', 'tx-backend-busy', 'tx-interrupts',
-        'tx-interrupts-suppressed', 'rx-kicks', 'rx-packets', 'rx-bytes',
-        'rx-dropped', 'rx-batches', 'rx-no-buffers', 'rx-interrupts',
-        'rx-interrupts-suppressed')
+        'tx-kicks', 'tx-polled', 'tx-packets', 'tx-bytes', 'tx-dropped',
+        'tx-batches', 'tx-budget-exhausted', 'tx-backend-busy',
+        'tx-interrupts', 'tx-interrupts-suppressed', 'rx-kicks',
+        'rx-packets', 'rx-bytes', 'rx-dropped', 'rx-batches',
+        'rx-no-buffers', 'rx-interrupts', 'rx-interrupts-suppressed')
 
     @staticmethod
     def no_ipv6(ns):
@@ -291,6 +291,49 @@ class VirtioNetDataplane(DataplaneTest):
                          wire['tx_packets'], (afp, wire))
         self.assertEqual(st['rx-packets'] + st['rx-dropped'],
                          afp['rx-packets'], (st, afp))
+        self.assert_quit_cleanly(vm)
+
+    def test_polling(self):
+        """IOThread polling picks up the guest's frames without kicks,
+        for tap and af-packet both (neither the backend's descriptor nor
+        the receive queue may turn polling off for the IOThread), and
+        poll-max-ns=0 turns it off: then every round needs a kick."""
+        for netdev in (self.TAP, self.AF_PACKET):
+            with self.subTest(netdev=netdev.split(',')[0]):
+                self.check_polling(netdev)
+
+    def check_polling(self, netdev):
+        if netdev == self.TAP:
+            ns = server_ns = self.tap_ns()
+        else:
+            ns, server_ns = self.veth_ns()
+        server = self.host_server(server_ns)
+        vm = self.dataplane_vm(ns, netdev, '-action', 'shutdown=pause',
+                               name=netdev.split(',')[0])
+        vm.add_args('-append', self.client_cmdline(['udp-tx:64:3',
+                                                    'udp-tx:64:3']))
+        vm.launch()
+        self.read_console(vm, 'NPPHASE end test=udp-tx', 180)
+        polled = self.device_stats(vm)
+        self.assertGreater(polled['tx-polled'], 0, polled)
+
+        vm.cmd('qom-set', path='/objects/io0', property='poll-max-ns',
+               value=0)
+        self.read_console(vm, 'NPPHASE begin test=udp-tx', 60)
+        time.sleep(0.5)
+        st0 = self.device_stats(vm)
+        self.read_console(vm, 'NPPHASE end test=udp-tx', 60)
+        st = self.device_stats(vm)
+        self.assert_guest_exit(self.read_console(vm, 'NPGUEST exit=', 60))
+        self.assertEqual(server.wait(timeout=30), 0)
+        self.assertGreater(st['tx-packets'] - st0['tx-packets'], 1000,
+                           (st0, st))
+        self.assertEqual(st['tx-polled'], st0['tx-polled'], (st0, st))
+        self.assertGreater(st['tx-kicks'], st0['tx-kicks'], (st0, st))
+        self.log.info('%s: polled %d of %d rounds with polling',
+                      netdev.split(',')[0], polled['tx-polled'],
+                      polled['tx-kicks'] + polled['tx-polled'])
+        self.wait_stopped(vm)
         self.assert_quit_cleanly(vm)
 
     def test_counters_exact(self):
