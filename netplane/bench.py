@@ -133,6 +133,10 @@ def metrics(res):
         pk = max(1, dev.get(q + '-packets', 0))
         m['dev_%s_packets' % q] = dev.get(q + '-packets', 0)
         m['dev_%s_kicks_per_pkt' % q] = dev.get(q + '-kicks', 0) / pk
+        # share of TX rounds that IOThread polling started (no kick)
+        if q + '-polled' in dev:
+            m['dev_%s_polled_pct' % q] = 100.0 * dev[q + '-polled'] / max(
+                1, dev[q + '-polled'] + dev.get(q + '-kicks', 0))
         m['dev_%s_irq_per_pkt' % q] = dev.get(q + '-interrupts', 0) / pk
         m['dev_%s_pkts_per_batch' % q] = \
             dev.get(q + '-packets', 0) / max(1, dev.get(q + '-batches', 0))
@@ -362,6 +366,7 @@ def drops(s):
 def device_table(summary, names, tests):
     """QEMU's virtio-net dataplane counters (IOThread variants only)."""
     cols = [('TX kicks/pkt', 'dev_tx_kicks_per_pkt', 3),
+            ('TX polled %', 'dev_tx_polled_pct', 0),
             ('TX pkts/batch', 'dev_tx_pkts_per_batch', 1),
             ('TX irq/pkt', 'dev_tx_irq_per_pkt', 3),
             ('TX irqs suppressed', 'dev_tx_interrupts-suppressed', 0),

@@ -98,7 +98,7 @@ def run_tap(results, suite, cmd, env, timeout, logdir):
         print_tail(log)
 
 
-def print_tail(log, lines=60):
+def print_tail(log, lines=80):
     """Show the end of a failed suite's log, so that a CI transcript
     says why it failed even when the log files are gone."""
     with open(log, errors='replace') as f:

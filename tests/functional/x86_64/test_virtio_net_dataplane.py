@@ -193,6 +193,53 @@ class DataplaneTest(TrafficTest):
         self.assertEqual(vm.cmd('query-status')['status'], 'running')
         time.sleep(running)
 
+    def virtio_state(self, vm):
+        """What QEMU says of its virtio devices and their queues, as
+        text for a failure message: the run state, each device's status,
+        and per queue what the device processed (last_avail, used) against
+        what the guest published (avail.idx, read from guest memory)."""
+        out = []
+
+        def query(cmd, **args):
+            try:
+                return vm.cmd(cmd, **args)
+            except Exception as e:      # the state is a bonus to a failure
+                out.append('  %s: %s' % (cmd, e))
+                return None
+
+        st = query('query-status')
+        if st:
+            out.append('run state: %s' % st['status'])
+        # Where the vCPUs are (symbols: the guest's vmlinux)
+        regs = query('human-monitor-command',
+                     command_line='info registers -a') or ''
+        out.append('vCPU RIP: ' + ' '.join(
+            re.findall(r'RIP=([0-9a-f]+)', regs)))
+        for dev in query('x-query-virtio') or []:
+            s = query('x-query-virtio-status', path=dev['path'])
+            if not s:
+                continue
+            out.append('%s: status %s broken %s started %s' % (
+                dev['path'],
+                ','.join(x.split(':')[0].replace('VIRTIO_CONFIG_S_', '')
+                         for x in s['status'].get('statuses', [])),
+                s['broken'], s['started']))
+            for q in range(s['num-vqs']):
+                qs = query('x-query-virtio-queue-status', path=dev['path'],
+                           queue=q)
+                el = query('x-query-virtio-queue-element', path=dev['path'],
+                           queue=q)
+                if qs:
+                    out.append('  vq%d: last_avail %d shadow_avail %d used %d'
+                               ' signalled %d inuse %d; guest avail.idx %s'
+                               ' avail.flags %s' % (
+                                   q, qs['last-avail-idx'],
+                                   qs['shadow-avail-idx'], qs['used-idx'],
+                                   qs['signalled-used'], qs['inuse'],
+                                   el['avail']['idx'] if el else '?',
+                                   el['avail']['flags'] if el else '?'))
+        return '\n'.join(out)
+
     def assert_quit_cleanly(self, vm):
         """QEMU was shut down (or quit) and exited 0 without a sanitizer
         report."""

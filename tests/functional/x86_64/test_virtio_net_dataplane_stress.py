@@ -93,10 +93,20 @@ class VirtioNetDataplaneStress(DataplaneTest):
 
     def test_stop_cont_link_reset_cycles(self):
         ns = self.tap_ns()
-        server = self.host_server_forever(ns)
         vm = self.dataplane_vm(ns, self.TAP, '-action', 'reboot=reset',
                                '-action', 'shutdown=pause')
         vm.add_args('-append', self.client_cmdline(self.TESTS))
+        try:
+            self.cycles(ns, vm)
+        except AssertionError as e:
+            # A hung guest or a stalled queue: say where each queue stood
+            raise AssertionError('%s\nafter %s; QEMU:\n%s'
+                                 % (e, self.ops, self.virtio_state(vm))
+                                 ) from None
+        self.assert_quit_cleanly(vm)
+
+    def cycles(self, ns, vm):
+        server = self.host_server_forever(ns)
         vm.launch()
 
         # Boots cut short by a reset: while running, while stopped, while
@@ -150,7 +160,6 @@ class VirtioNetDataplaneStress(DataplaneTest):
         st = self.device_stats(vm)
         self.assertGreater(st['tx-packets'], 0, st)
         self.assertGreater(st['rx-packets'], 0, st)
-        self.assert_quit_cleanly(vm)
 
 
 if __name__ == '__main__':
