@@ -26,8 +26,9 @@
  * a burst larger than the receive ring, stop/cont, system_reset during
  * traffic, and the query-stats counters, with each backend.  Tests of
  * their own, on a PC machine they boot: hot-unplug during traffic and
- * plugging again, a multiqueue device with iothread-vq-mapping, and the
- * configurations that the device refuses.
+ * plugging again, a multiqueue device with iothread-vq-mapping, malformed
+ * control commands to a multiqueue device, and the configurations that
+ * the device refuses.
  */
 
 #include "qemu/osdep.h"
@@ -73,6 +74,7 @@
 #define RESET_FRAMES    256
 #define STATS_FRAMES    32
 #define MQ_FRAMES       64
+#define CTRL_FRAMES     8           /* per pair and direction in bad-ctrl */
 #define FLOWS           16384       /* distinct source ports */
 
 /* Frame numbers of a later phase: frames below it may still come late */
@@ -746,25 +748,58 @@ static void vq_no_interrupt(DPTest *t, QVirtQueue *vq)
     qtest_writew(t->qts, vq->avail, VRING_AVAIL_F_NO_INTERRUPT);
 }
 
+/*
+ * A control command: @cmd (class, command, data) in an out buffer of
+ * @split bytes and one of the rest, then an in buffer for the ack unless
+ * @ack is false.  Returns the ack, or -1 if the device did not use the
+ * buffers.
+ */
+static int ctrl_cmd(DPTest *t, const void *cmd, size_t len, size_t split,
+                    bool ack)
+{
+    QVirtQueue *vq = t->vqs[2 * t->pairs];
+    uint64_t addr = guest_alloc(t->alloc, len + 1);
+    uint32_t head, desc;
+    gint64 deadline;
+    int ret = -1;
+
+    g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_CTRL_VQ));
+    g_assert_cmpuint(split, <=, len);
+    qtest_memwrite(t->qts, addr, cmd, len);
+    qtest_writeb(t->qts, addr + len, 0xff);
+    head = qvirtqueue_add(t->qts, vq, addr, split, false,
+                          ack || split < len);
+    if (split < len) {
+        qvirtqueue_add(t->qts, vq, addr + split, len - split, false, ack);
+    }
+    if (ack) {
+        qvirtqueue_add(t->qts, vq, addr + len, 1, true, false);
+    }
+    qvirtqueue_kick(t->qts, t->vdev, vq, head);
+    /* Without room for the ack the device cannot answer: give it 200 ms */
+    deadline = g_get_monotonic_time() + (ack ? TIMEOUT_US : 200 * 1000);
+    while (!qvirtqueue_get_buf(t->qts, vq, &desc, NULL)) {
+        if (g_get_monotonic_time() > deadline) {
+            g_assert_false(ack);
+            goto out;
+        }
+        g_usleep(100);
+    }
+    g_assert_cmpuint(desc, ==, head);
+    ret = qtest_readb(t->qts, addr + len);
+out:
+    guest_free(t->alloc, addr);
+    return ret;
+}
+
 /* Set @pairs queue pairs through the control queue. */
 static void ctrl_mq(DPTest *t, uint16_t pairs)
 {
-    QVirtQueue *vq = t->vqs[2 * t->pairs];
-    uint64_t cmd = guest_alloc(t->alloc, 8);
     uint8_t req[4] = { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET };
-    uint32_t head;
 
-    g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_CTRL_VQ));
     stw_le_p(req + 2, pairs);
-    qtest_memwrite(t->qts, cmd, req, sizeof(req));
-    qtest_writeb(t->qts, cmd + 4, 0xff);
-    head = qvirtqueue_add(t->qts, vq, cmd, 2, false, true);
-    qvirtqueue_add(t->qts, vq, cmd + 2, 2, false, true);
-    qvirtqueue_add(t->qts, vq, cmd + 4, 1, true, false);
-    qvirtqueue_kick(t->qts, t->vdev, vq, head);
-    qvirtio_wait_used_elem(t->qts, t->vdev, vq, head, NULL, TIMEOUT_US);
-    g_assert_cmpuint(qtest_readb(t->qts, cmd + 4), ==, VIRTIO_NET_OK);
-    guest_free(t->alloc, cmd);
+    g_assert_cmpint(ctrl_cmd(t, req, sizeof(req), 2, true), ==,
+                    VIRTIO_NET_OK);
 }
 
 /*
@@ -1503,6 +1538,147 @@ static void test_multiqueue(void)
 }
 
 /*
+ * Frames both ways on both pairs of a 2-pair device, numbered from @base:
+ * CTRL_FRAMES from the guest on each pair, then 2 * CTRL_FRAMES from the
+ * wire, each of which must arrive once, whole, on one of the pairs.
+ */
+static void mq_traffic(DPTest *t, uint32_t base)
+{
+    bool seen[2 * CTRL_FRAMES] = { false };
+    uint8_t got[MAX_FRAME];
+    unsigned int p, received;
+    gint64 deadline;
+    uint32_t i, seq;
+    size_t n;
+
+    for (p = 0; p < 2; p++) {
+        tx_frames(t, p, base + p * CTRL_FRAMES, CTRL_FRAMES);
+        for (i = 0; i < CTRL_FRAMES; i++) {
+            peer_expect(t, base + p * CTRL_FRAMES + i);
+        }
+    }
+    rx_fill(t, 0);
+    rx_fill(t, 1);
+    for (i = 0; i < 2 * CTRL_FRAMES; i++) {
+        inject(t, base + i);
+    }
+    deadline = g_get_monotonic_time() + TIMEOUT_US;
+    for (received = 0; received < 2 * CTRL_FRAMES;) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        for (p = 0; p < 2; p++) {
+            n = rx_get(t, p, got, false);
+            if (!n) {
+                continue;
+            }
+            seq = check_frame(got, n, t->mac, peer_mac) - base;
+            g_assert_cmpuint(seq, <, 2 * CTRL_FRAMES);
+            g_assert_false(seen[seq]);
+            seen[seq] = true;
+            received++;
+        }
+    }
+    rx_expect_none(t, 0);
+    rx_expect_none(t, 1);
+}
+
+/*
+ * Control commands change what the IOThreads read, and a guest can get
+ * them wrong: each malformed command is refused with VIRTIO_NET_ERR and
+ * the queue pairs go on; one without room for the ack breaks the device
+ * (it needs a reset) but not QEMU; the device works again after a reset.
+ */
+static void test_bad_ctrl(void)
+{
+    static const struct {
+        const char *what;
+        uint8_t cmd[6];
+        size_t len;
+    } bad[] = {
+        { "0 queue pairs",
+          { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 0, 0 }, 4 },
+        { "more queue pairs than the device has",
+          { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 3, 0 }, 4 },
+        { "0x8000 queue pairs",
+          { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 0, 0x80 },
+          4 },
+        { "a truncated queue pair count",
+          { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 2 }, 3 },
+        { "an unknown MQ command",
+          { VIRTIO_NET_CTRL_MQ, 0x55, 2, 0 }, 4 },
+        { "an unknown class", { 0xee, 0 }, 2 },
+        { "PROMISC without its argument",
+          { VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC }, 2 },
+        { "a MAC table longer than the buffer",
+          { VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET,
+            0, 0, 0, 0x10 }, 6 },
+    };
+    uint8_t mq2[4] = { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+                       2, 0 };
+    uint32_t base = 0;
+    unsigned int i;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0 -object iothread,id=io1"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU ",queues=2"
+                " -device '{ \"driver\": \"virtio-net-pci\", \"id\": \"bc0\","
+                " \"netdev\": \"hs0\", \"mq\": true, \"vectors\": 6,"
+                " \"addr\": \"%d\", \"iothread-vq-mapping\":"
+                " [ { \"iothread\": \"io0\" }, { \"iothread\": \"io1\" } ] }'",
+                DP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, DP_SLOT, "bc0");
+    g_assert_cmpuint(t->pairs, ==, 2);
+    ctrl_mq(t, 2);
+    mq_traffic(t, base);
+
+    for (i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_test_message("control command with %s", bad[i].what);
+        g_assert_cmpint(ctrl_cmd(t, bad[i].cmd, bad[i].len, 2, true), ==,
+                        VIRTIO_NET_ERR);
+        base += NEXT_PHASE;
+        mq_traffic(t, base);
+    }
+
+    /* Any layout of the buffers is valid: the header split in two */
+    g_assert_cmpint(ctrl_cmd(t, mq2, sizeof(mq2), 1, true), ==,
+                    VIRTIO_NET_OK);
+
+    /* One pair, then two again, with traffic in between */
+    ctrl_mq(t, 1);
+    base += NEXT_PHASE;
+    tx_frames(t, 0, base, CTRL_FRAMES);
+    for (i = 0; i < CTRL_FRAMES; i++) {
+        peer_expect(t, base + i);
+    }
+    ctrl_mq(t, 2);
+    base += NEXT_PHASE;
+    mq_traffic(t, base);
+
+    /* No room for the ack: the device breaks, QEMU goes on */
+    g_assert_cmpint(ctrl_cmd(t, mq2, sizeof(mq2), 2, false), ==, -1);
+    g_assert_cmphex(t->vdev->bus->get_status(t->vdev) &
+                    VIRTIO_CONFIG_S_NEEDS_RESET, ==,
+                    VIRTIO_CONFIG_S_NEEDS_RESET);
+    g_assert_true(query_running(t->qts));
+    base += NEXT_PHASE;
+    tx_send(t, 0, base, 1);
+    peer_expect_none(t);
+
+    /* A reset brings it back */
+    nic_end(t);
+    nic_start(t, DP_SLOT, "bc0");
+    ctrl_mq(t, 2);
+    base += NEXT_PHASE;
+    mq_traffic(t, base);
+    g_assert_true(query_running(t->qts));
+
+    nic_end(t);
+    dp_shutdown(t);
+}
+
+/*
  * device_add with @props (JSON members after driver, id and addr) must
  * fail with @msg.
  */
@@ -1693,6 +1869,7 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/hotplug", test_hotplug);
     qtest_add_func("virtio-net-dataplane/multiqueue", test_multiqueue);
     qtest_add_func("virtio-net-dataplane/errors", test_errors);
+    qtest_add_func("virtio-net-dataplane/bad-ctrl", test_bad_ctrl);
 }
 
 libqos_init(register_virtio_net_dataplane_test);
