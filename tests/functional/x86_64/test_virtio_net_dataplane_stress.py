@@ -22,8 +22,8 @@ class VirtioNetDataplaneStress(DataplaneTest):
     Steps:
       1. tap0 in a private namespace, the tiny guest on virtio-net-pci with
          iothread=io0, nptraffic's server taking any number of sessions
-      2. three boots cut short: while TCP streams flow, a random (seeded)
-         mix of stop/cont, set_link off/on on the device and on the
+      2. three boots cut short: while TCP streams flow, ten of a random
+         (seeded) mix of stop/cont, set_link off/on on the device and on the
          backend, and set_link while stopped; then system_reset in the
          middle of the traffic (while running, while stopped, with the
          link down); the guest boots again
@@ -39,8 +39,9 @@ class VirtioNetDataplaneStress(DataplaneTest):
     TESTS = ['tcp-rx:%d' % TCP_SECS, 'tcp-tx:%d' % TCP_SECS,
              'udp-rx:1400:2:1000', 'udp-tx:1400:2:1000',
              'udp-rx:64:2', 'udp-tx:64:2', 'rr:64:2']
-    # Seconds of disturbance in a boot that gets reset
-    RESET_ROUND_SECS = 5
+    # Disturbances in a boot that gets reset: a count, not a time, so that
+    # a slow host does as many (the seed fixes which)
+    RESET_ROUND_OPS = 10
 
     def setUp(self):
         super().setUp()
@@ -81,9 +82,13 @@ class VirtioNetDataplaneStress(DataplaneTest):
         self.assertEqual(vm.cmd('query-status')['status'], 'running')
         time.sleep(rng.uniform(0.1, 0.4))
 
-    def disturb(self, vm, seconds, phase_end=None):
-        """Disturbances for @seconds, or until the console says that
-        @phase_end ended."""
+    def disturb(self, vm, seconds=None, ops=None, phase_end=None):
+        """@ops disturbances, or disturbances for @seconds or until the
+        console says that @phase_end ended."""
+        if ops is not None:
+            for _ in range(ops):
+                self.one_op(vm)
+            return
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if phase_end and self.poll_console(vm, 'NPPHASE end test=' +
@@ -114,7 +119,7 @@ class VirtioNetDataplaneStress(DataplaneTest):
         for how in ('running', 'stopped', 'link-down'):
             self.read_console(vm, 'NPGUEST ready', 180)
             self.read_console(vm, 'NPPHASE begin test=tcp-rx', 60)
-            self.disturb(vm, self.RESET_ROUND_SECS)
+            self.disturb(vm, ops=self.RESET_ROUND_OPS)
             if how == 'stopped':
                 vm.cmd('stop')
             elif how == 'link-down':
