@@ -5,8 +5,8 @@
 # Copyright (c) 2026 netplane developers
 #
 # virtio-net with its queue pair in an IOThread (iothread=): real traffic
-# over tap and af-packet, counters that add up, migration, link changes,
-# stop/cont and reset while traffic flows.
+# over tap and af-packet, counters that add up, migration, savevm and
+# loadvm, link changes, stop/cont and reset while traffic flows.
 
 import os
 import re
@@ -505,6 +505,69 @@ for i in range(5000):
         self.assertGreaterEqual(st['rx-packets'], 2000)
         self.assertGreaterEqual(st['tx-packets'], 2000)
         self.assert_quit_cleanly(dst)
+
+    def wait_job(self, vm, job_id, timeout=120):
+        """Wait until job @job_id concluded without an error; dismiss
+        it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = {j['id']: j for j in vm.cmd('query-jobs')}[job_id]
+            if job['status'] == 'concluded':
+                break
+            self.assertLess(time.monotonic(), deadline,
+                            'job hangs: %s' % job)
+            time.sleep(0.1)
+        self.assertNotIn('error', job, job)
+        vm.cmd('job-dismiss', id=job_id)
+
+    def test_savevm_loadvm_under_traffic(self):
+        """snapshot-save and snapshot-load (savevm/loadvm) in the middle
+        of a ping flood, into a qcow2 image made through QMP: the guest
+        answers every ping after each, and the restored device runs its
+        queues in io0 again."""
+        ns = self.tap_ns()
+        vm = self.dataplane_vm(ns, self.TAP)
+        self.launch_idle_guest(vm, self.GUEST)
+
+        path = os.path.join(self.workdir, 'vmstate.qcow2')
+        vm.cmd('blockdev-create', job_id='mkfile',
+               options={'driver': 'file', 'filename': path, 'size': 0})
+        self.wait_job(vm, 'mkfile')
+        vm.cmd('blockdev-add', driver='file', node_name='file0',
+               filename=path)
+        vm.cmd('blockdev-create', job_id='mkqcow2',
+               options={'driver': 'qcow2', 'file': 'file0',
+                        'size': 64 * 1024 * 1024})
+        self.wait_job(vm, 'mkqcow2')
+        vm.cmd('blockdev-add', driver='qcow2', node_name='disk0',
+               file='file0')
+        self.assertEqual(self.ping(ns, '-c', '3', '-W', '5',
+                                   self.GUEST_ADDR), (3, 3))
+
+        for cmd in ('snapshot-save', 'snapshot-load'):
+            flood = ns.popen(['ping', '-q', '-c', '800', '-i', '0.005',
+                              '-W', '1', self.GUEST_ADDR],
+                             stdout=self.log_to('ping-%s.log' % cmd))
+            time.sleep(1)
+            before = self.device_stats(vm)
+            vm.cmd(cmd, job_id=cmd, tag='snap0', vmstate='disk0',
+                   devices=['disk0'])
+            self.wait_job(vm, cmd)
+            self.assertEqual(vm.cmd('query-status')['status'], 'running')
+            self.assertEqual(flood.wait(timeout=60), 0)
+            ticks = self.iothread_cpu_ticks(vm)
+            self.assertEqual(self.ping(ns, '-c', '100', '-i', '0.01', '-W',
+                                       '2', self.GUEST_ADDR), (100, 100))
+            after = self.device_stats(vm)
+            # The counters live in QEMU, not in the snapshot: they go on
+            self.assertGreaterEqual(after['rx-packets'],
+                                    before['rx-packets'] + 100)
+            self.assertGreaterEqual(after['tx-packets'],
+                                    before['tx-packets'] + 100)
+            self.assertGreater(after['tx-kicks'] + after['rx-kicks'],
+                               before['tx-kicks'] + before['rx-kicks'])
+            self.assertGreater(self.iothread_cpu_ticks(vm), ticks)
+        self.assert_quit_cleanly(vm)
 
     def test_multiqueue_vq_mapping(self):
         """Two queue pairs, each in its own IOThread (iothread-vq-mapping),
