@@ -57,6 +57,9 @@ def variants(build):
         ('netplane', np_, 'virtio-net-pci', 'tap', '', ()),
         ('netplane iothread', np_, 'virtio-net-pci,iothread=io0', 'tap', '',
          IOTHREAD),
+        # No IOThread polling: every TX round starts from a kick
+        ('netplane iothread no polling', np_, 'virtio-net-pci,iothread=io0',
+         'tap', '', ('-object', 'iothread,id=io0,poll-max-ns=0')),
         # Longer IOThread polling: the guest need not kick while it lasts
         ('netplane iothread poll 200us', np_, 'virtio-net-pci,iothread=io0',
          'tap', '', ('-object', 'iothread,id=io0,poll-max-ns=200000')),
@@ -422,6 +425,7 @@ an interrupt raised in an IOThread is injected by the main loop).
 COLORS = {'upstream tx=bh': '#999999', 'upstream tx=timer': '#c4c4c4',
           'netplane': '#8fbfdf', 'netplane iothread': '#1f6aa5',
           'netplane iothread poll 200us': '#0b3d6b',
+          'netplane iothread no polling': '#6f9fc8',
           'netplane af-packet': '#f2bb80',
           'netplane af-packet iothread': '#c96d12',
           'af-packet v2 iothread': '#8c3f0a',
