@@ -274,9 +274,9 @@ class TrafficTest(QemuSystemTest):
 
     def host_server(self, ns):
         """The peer: nptraffic's server for one client session, in @ns."""
-        log = open(self.log_file('nptraffic-server.log'), 'w')
-        return ns.popen([self.host_tool, 'server', '--once'],
-                        stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_file('nptraffic-server.log'), 'w') as log:
+            return ns.popen([self.host_tool, 'server', '--once'],
+                            stdout=log, stderr=subprocess.STDOUT)
 
     def assert_udp_intact(self, result, lossless=False):
         self.assertGreater(int(result['recv']), 0, result)
