@@ -1407,35 +1407,91 @@ static void test_hotplug(void)
 }
 
 /*
+ * Fill both pairs' receive queues, send @frames frames numbered from
+ * @base from the wire and take them from whichever pair they land on:
+ * each comes once, whole, on one pair, in order within its pair.  Per
+ * pair, @count gets how many it took and @last the last number.
+ */
+static void mq_receive(DPTest *t, uint32_t base, uint32_t frames,
+                       unsigned int count[2], uint32_t last[2])
+{
+    g_autofree bool *seen = g_new0(bool, frames);
+    uint8_t got[MAX_FRAME];
+    unsigned int p, received;
+    gint64 deadline;
+    uint32_t i, seq;
+    size_t n;
+
+    count[0] = count[1] = 0;
+    rx_fill(t, 0);
+    rx_fill(t, 1);
+    for (i = 0; i < frames; i++) {
+        inject(t, base + i);
+    }
+    deadline = g_get_monotonic_time() + TIMEOUT_US;
+    for (received = 0; received < frames;) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        for (p = 0; p < 2; p++) {
+            n = rx_get(t, p, got, false);
+            if (!n) {
+                continue;
+            }
+            seq = check_frame(got, n, t->mac, peer_mac);
+            g_assert_cmpuint(seq - base, <, frames);
+            g_assert_false(seen[seq - base]);
+            g_assert_true(count[p] == 0 || seq > last[p]);
+            seen[seq - base] = true;
+            last[p] = seq;
+            count[p]++;
+            received++;
+        }
+    }
+    rx_expect_none(t, 0);
+    rx_expect_none(t, 1);
+}
+
+/*
+ * A device @id with two queue pairs in two IOThreads (iothread-vq-mapping,
+ * which only -device JSON and QMP can express) over a two-queue af-packet
+ * backend, started by the driver; NULL (test skipped) as for dp_boot().
+ */
+static DPTest *dp_boot_two_pairs(const char *id)
+{
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0 -object iothread,id=io1"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU ",queues=2"
+                " -device '{ \"driver\": \"virtio-net-pci\", \"id\": \"%s\","
+                " \"netdev\": \"hs0\", \"mq\": true, \"vectors\": 6,"
+                " \"addr\": \"%d\", \"iothread-vq-mapping\":"
+                " [ { \"iothread\": \"io0\" }, { \"iothread\": \"io1\" } ] }'",
+                id, DP_SLOT);
+    if (t) {
+        nic_start(t, DP_SLOT, id);
+        g_assert_cmpuint(t->pairs, ==, 2);
+    }
+    return t;
+}
+
+/*
  * Two queue pairs in two IOThreads (iothread-vq-mapping, which only -device
  * JSON and QMP can express): both pairs carry traffic and count it apart.
  */
 static void test_multiqueue(void)
 {
-    uint8_t got[MAX_FRAME];
-    bool seen[MQ_FRAMES] = { false };
-    uint32_t last[MAX_PAIRS] = { 0, 0 };
-    unsigned int count[MAX_PAIRS] = { 0, 0 };
-    unsigned int nresults, p, n, received;
+    uint32_t last[MAX_PAIRS];
+    unsigned int count[MAX_PAIRS];
+    unsigned int nresults, p;
     int64_t irqs, batches, suppressed;
     g_autofree char *nics = NULL;
-    gint64 deadline;
     DPTest *t;
     QDict *s;
-    uint32_t i, seq;
+    uint32_t i;
 
-    t = dp_boot("af-packet", "-object iothread,id=io0 -object iothread,id=io1"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU ",queues=2"
-                " -device '{ \"driver\": \"virtio-net-pci\", \"id\": \"mq0\","
-                " \"netdev\": \"hs0\", \"mq\": true, \"vectors\": 6,"
-                " \"addr\": \"%d\", \"iothread-vq-mapping\":"
-                " [ { \"iothread\": \"io0\" }, { \"iothread\": \"io1\" } ] }'",
-                DP_SLOT);
+    t = dp_boot_two_pairs("mq0");
     if (!t) {
         return;
     }
-    nic_start(t, DP_SLOT, "mq0");
-    g_assert_cmpuint(t->pairs, ==, 2);
     nics = dp_nics(t->qts);
     g_assert_cmpstr(nics, ==, "mq0");
     for (p = 0; p < 2; p++) {
@@ -1458,38 +1514,11 @@ static void test_multiqueue(void)
                         MQ_FRAMES);
     }
 
-    /*
-     * Flows spread over the backend's fanout group: each frame comes
-     * once, whole, on one pair; in order within a pair.
-     */
-    rx_fill(t, 0);
-    rx_fill(t, 1);
-    for (i = 0; i < MQ_FRAMES; i++) {
-        inject(t, i);
-    }
-    deadline = g_get_monotonic_time() + TIMEOUT_US;
-    for (received = 0; received < MQ_FRAMES;) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        for (p = 0; p < 2; p++) {
-            n = rx_get(t, p, got, false);
-            if (!n) {
-                continue;
-            }
-            seq = check_frame(got, n, t->mac, peer_mac);
-            g_assert_cmpuint(seq, <, MQ_FRAMES);
-            g_assert_false(seen[seq]);
-            g_assert_true(count[p] == 0 || seq > last[p]);
-            seen[seq] = true;
-            last[p] = seq;
-            count[p]++;
-            received++;
-        }
-    }
+    /* Flows spread over the backend's fanout group */
+    mq_receive(t, 0, MQ_FRAMES, count, last);
     g_test_message("frames per queue pair: %u %u", count[0], count[1]);
     g_assert_cmpuint(count[0], >, 0);
     g_assert_cmpuint(count[1], >, 0);
-    rx_expect_none(t, 0);
-    rx_expect_none(t, 1);
     for (p = 0; p < 2; p++) {
         g_assert_cmpint(wait_stat(t, p, "rx-packets", count[p]), ==,
                         count[p]);
@@ -1540,16 +1569,14 @@ static void test_multiqueue(void)
 /*
  * Frames both ways on both pairs of a 2-pair device, numbered from @base:
  * CTRL_FRAMES from the guest on each pair, then 2 * CTRL_FRAMES from the
- * wire, each of which must arrive once, whole, on one of the pairs.
+ * wire (see mq_receive()).
  */
 static void mq_traffic(DPTest *t, uint32_t base)
 {
-    bool seen[2 * CTRL_FRAMES] = { false };
-    uint8_t got[MAX_FRAME];
-    unsigned int p, received;
-    gint64 deadline;
-    uint32_t i, seq;
-    size_t n;
+    uint32_t last[MAX_PAIRS];
+    unsigned int count[MAX_PAIRS];
+    unsigned int p;
+    uint32_t i;
 
     for (p = 0; p < 2; p++) {
         tx_frames(t, p, base + p * CTRL_FRAMES, CTRL_FRAMES);
@@ -1557,28 +1584,7 @@ static void mq_traffic(DPTest *t, uint32_t base)
             peer_expect(t, base + p * CTRL_FRAMES + i);
         }
     }
-    rx_fill(t, 0);
-    rx_fill(t, 1);
-    for (i = 0; i < 2 * CTRL_FRAMES; i++) {
-        inject(t, base + i);
-    }
-    deadline = g_get_monotonic_time() + TIMEOUT_US;
-    for (received = 0; received < 2 * CTRL_FRAMES;) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        for (p = 0; p < 2; p++) {
-            n = rx_get(t, p, got, false);
-            if (!n) {
-                continue;
-            }
-            seq = check_frame(got, n, t->mac, peer_mac) - base;
-            g_assert_cmpuint(seq, <, 2 * CTRL_FRAMES);
-            g_assert_false(seen[seq]);
-            seen[seq] = true;
-            received++;
-        }
-    }
-    rx_expect_none(t, 0);
-    rx_expect_none(t, 1);
+    mq_receive(t, base, 2 * CTRL_FRAMES, count, last);
 }
 
 /*
@@ -1618,18 +1624,10 @@ static void test_bad_ctrl(void)
     unsigned int i;
     DPTest *t;
 
-    t = dp_boot("af-packet", "-object iothread,id=io0 -object iothread,id=io1"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU ",queues=2"
-                " -device '{ \"driver\": \"virtio-net-pci\", \"id\": \"bc0\","
-                " \"netdev\": \"hs0\", \"mq\": true, \"vectors\": 6,"
-                " \"addr\": \"%d\", \"iothread-vq-mapping\":"
-                " [ { \"iothread\": \"io0\" }, { \"iothread\": \"io1\" } ] }'",
-                DP_SLOT);
+    t = dp_boot_two_pairs("bc0");
     if (!t) {
         return;
     }
-    nic_start(t, DP_SLOT, "bc0");
-    g_assert_cmpuint(t->pairs, ==, 2);
     ctrl_mq(t, 2);
     mq_traffic(t, base);
 

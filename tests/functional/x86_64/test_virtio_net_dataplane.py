@@ -65,6 +65,19 @@ class DataplaneTest(TrafficTest):
         peer.run('ethtool', '-K', 'vp0', 'tso', 'off', 'gso', 'off')
         return qns, peer
 
+    def backend_ns(self, netdev):
+        """(QEMU's namespace, the peer's) for @netdev, TAP or AF_PACKET."""
+        if netdev == self.TAP:
+            ns = self.tap_ns()
+            return ns, ns
+        return self.veth_ns()
+
+    def on_each_backend(self, check):
+        """check(netdev) for tap and af-packet, each a subtest."""
+        for netdev in (self.TAP, self.AF_PACKET):
+            with self.subTest(netdev=netdev.split(',')[0]):
+                check(netdev)
+
     def dataplane_vm(self, ns, netdev, *args, name=None):
         return self.guest_vm(
             ns, '-object', 'iothread,id=io0', '-netdev', netdev,
@@ -345,15 +358,10 @@ class VirtioNetDataplane(DataplaneTest):
         for tap and af-packet both (neither the backend's descriptor nor
         the receive queue may turn polling off for the IOThread), and
         poll-max-ns=0 turns it off: then every round needs a kick."""
-        for netdev in (self.TAP, self.AF_PACKET):
-            with self.subTest(netdev=netdev.split(',')[0]):
-                self.check_polling(netdev)
+        self.on_each_backend(self.check_polling)
 
     def check_polling(self, netdev):
-        if netdev == self.TAP:
-            ns = server_ns = self.tap_ns()
-        else:
-            ns, server_ns = self.veth_ns()
+        ns, server_ns = self.backend_ns(netdev)
         server = self.host_server(server_ns)
         vm = self.dataplane_vm(ns, netdev, '-action', 'shutdown=pause',
                                name=netdev.split(',')[0])
@@ -389,15 +397,10 @@ class VirtioNetDataplane(DataplaneTest):
         200 ms (poll-max-ns), pings 20 ms apart keep their round trip in
         the milliseconds.  When tap's descriptor was not looked at while
         polling, they waited for the window (tens of milliseconds)."""
-        for netdev in (self.TAP, self.AF_PACKET):
-            with self.subTest(netdev=netdev.split(',')[0]):
-                self.check_polling_rtt(netdev)
+        self.on_each_backend(self.check_polling_rtt)
 
     def check_polling_rtt(self, netdev):
-        if netdev == self.TAP:
-            ns = peer_ns = self.tap_ns()
-        else:
-            ns, peer_ns = self.veth_ns()
+        ns, peer_ns = self.backend_ns(netdev)
         vm = self.dataplane_vm(ns, netdev, name=netdev.split(',')[0])
         self.launch_idle_guest(vm, self.GUEST)
         vm.cmd('qom-set', path='/objects/io0', property='poll-max-ns',

@@ -82,13 +82,9 @@ class VirtioNetDataplaneStress(DataplaneTest):
         self.assertEqual(vm.cmd('query-status')['status'], 'running')
         time.sleep(rng.uniform(0.1, 0.4))
 
-    def disturb(self, vm, seconds=None, ops=None, phase_end=None):
-        """@ops disturbances, or disturbances for @seconds or until the
-        console says that @phase_end ended."""
-        if ops is not None:
-            for _ in range(ops):
-                self.one_op(vm)
-            return
+    def disturb(self, vm, seconds, phase_end=None):
+        """Disturbances for @seconds, or until the console says that
+        @phase_end ended."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if phase_end and self.poll_console(vm, 'NPPHASE end test=' +
@@ -119,7 +115,8 @@ class VirtioNetDataplaneStress(DataplaneTest):
         for how in ('running', 'stopped', 'link-down'):
             self.read_console(vm, 'NPGUEST ready', 180)
             self.read_console(vm, 'NPPHASE begin test=tcp-rx', 60)
-            self.disturb(vm, ops=self.RESET_ROUND_OPS)
+            for _ in range(self.RESET_ROUND_OPS):
+                self.one_op(vm)
             if how == 'stopped':
                 vm.cmd('stop')
             elif how == 'link-down':
