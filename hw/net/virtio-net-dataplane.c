@@ -51,6 +51,14 @@
 #define VNDP_TX_BUDGET_PACKETS  256
 #define VNDP_TX_BUDGET_BYTES    (1 * MiB)
 
+/*
+ * While the AioContext polls the TX queue, the guest learns of sent frames
+ * when polling ends, after this many, or after this long (the delay of
+ * tx=timer), whichever comes first.  See vndp_tx_hold().
+ */
+#define VNDP_TX_HOLD_PACKETS    64
+#define VNDP_TX_HOLD_NS         (150 * SCALE_US)
+
 /* Per queue pair; *_IRQS_SUPPRESSED must follow *_IRQS */
 typedef enum VNDPCounter {
     VNDP_TX_KICKS,
@@ -145,8 +153,56 @@ static void vndp_notify(VirtIONetDPQueue *dq, VirtQueue *vq, VNDPCounter c)
 /* ---- TX ---- */
 
 /*
- * Send what the guest queued, up to the budget.  The used entries of the
- * round are flushed together and the guest hears of them at most once.
+ * Hand the TX used entries to the guest, all at once, and interrupt it at
+ * most once for them.
+ *
+ * Context: the pair's context
+ */
+static void vndp_tx_flush(VirtIONetDPQueue *dq)
+{
+    unsigned int count = dq->tx_unflushed;
+
+    if (!count) {
+        return;
+    }
+    dq->tx_unflushed = 0;
+    dq->tx_hold_deadline = 0;
+    virtqueue_flush(dq->q->tx_vq, count);
+    vndp_notify(dq, dq->q->tx_vq, VNDP_TX_IRQS);
+    vndp_count(dq, VNDP_TX_BATCHES, 1);
+}
+
+/*
+ * The queue is empty and the AioContext polls it.  The frames are gone
+ * already; only their used entries wait, for more to join them, so that
+ * a guest sending at a steady rate takes one interrupt per batch rather
+ * than one per frame or two.  The wait ends when polling ends (the
+ * AioContext is about to sleep: vndp_tx_poll_end()), at
+ * VNDP_TX_HOLD_PACKETS entries, or at the deadline, which vndp_tx_poll()
+ * watches while the AioContext stays busy.
+ *
+ * Context: dq->ctx
+ */
+static void vndp_tx_hold(VirtIONetDPQueue *dq)
+{
+    int64_t now;
+
+    if (!dq->tx_unflushed) {
+        return;
+    }
+    now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    if (!dq->tx_hold_deadline) {
+        dq->tx_hold_deadline = now + VNDP_TX_HOLD_NS;
+    }
+    if (dq->tx_unflushed >= VNDP_TX_HOLD_PACKETS ||
+        now >= dq->tx_hold_deadline) {
+        vndp_tx_flush(dq);
+    }
+}
+
+/*
+ * Send what the guest queued, up to the budget.  The used entries are
+ * filled; the caller flushes them.
  *
  * Context: dq->ctx
  */
@@ -196,15 +252,11 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
         } else {
             vndp_count(dq, VNDP_TX_DROPPED, 1);
         }
-        virtqueue_fill(vq, elem, 0, count++);
+        virtqueue_fill(vq, elem, 0, dq->tx_unflushed++);
+        count++;
         g_free(elem);
     }
 
-    if (count) {
-        virtqueue_flush(vq, count);
-        vndp_notify(dq, vq, VNDP_TX_IRQS);
-        vndp_count(dq, VNDP_TX_BATCHES, 1);
-    }
     vndp_count(dq, VNDP_TX_PACKETS, sent);
     vndp_count(dq, VNDP_TX_BYTES, bytes);
     trace_virtio_net_dp_tx_round(dq->dp->n, dq->index, count, ret);
@@ -213,9 +265,11 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
 
 /*
  * Drain the TX queue: notifications off while working; when it is
- * empty, notifications on and one more look for what raced with that.
- * While the AioContext polls the queue, they stay off: polling sees new
- * frames without a kick, and vndp_tx_poll_end() turns them on again.
+ * empty, used entries flushed, notifications on and one more look for
+ * what raced with that.  While the AioContext polls the queue,
+ * notifications stay off (polling sees new frames without a kick) and
+ * used entries may wait (vndp_tx_hold()); vndp_tx_poll_end() flushes
+ * them and turns notifications on again.
  *
  * Context: dq->ctx
  */
@@ -232,6 +286,7 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
         /* As without an IOThread: with the link down, frames go nowhere */
         unsigned int dropped;
 
+        vndp_tx_flush(dq);
         virtio_queue_set_notification(vq, 1);
         dropped = virtqueue_drop_all(vq);
         if (dropped) {
@@ -245,16 +300,23 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
         virtio_queue_set_notification(vq, 0);
         switch (vndp_tx_round(dq)) {
         case VNDP_TX_BUDGET:
+            vndp_tx_flush(dq);
             vndp_count(dq, VNDP_TX_BUDGET_EXHAUSTED, 1);
             qemu_bh_schedule(dq->tx_bh);
             return;
         case VNDP_TX_BUSY:
         case VNDP_TX_BROKEN:
+            vndp_tx_flush(dq);
             return;
         case VNDP_TX_EMPTY:
             break;
         }
-        if (vdev->broken || dq->tx_polling) {
+        if (dq->tx_polling && !vdev->broken) {
+            vndp_tx_hold(dq);
+            return;
+        }
+        vndp_tx_flush(dq);
+        if (vdev->broken) {
             return;
         }
         virtio_queue_set_notification(vq, 1);
@@ -276,8 +338,8 @@ static void vndp_tx_complete(NetClientState *nc, ssize_t len)
     VirtIONetDPQueue *dq = n->vqs[nc->queue_index].dp;
     VirtIONetQueue *q = dq->q;
 
-    virtqueue_push(q->tx_vq, q->async_tx.elem, 0);
-    vndp_notify(dq, q->tx_vq, VNDP_TX_IRQS);
+    virtqueue_fill(q->tx_vq, q->async_tx.elem, 0, dq->tx_unflushed++);
+    vndp_tx_flush(dq);
     g_free(q->async_tx.elem);
     q->async_tx.elem = NULL;
 
@@ -312,23 +374,39 @@ static void vndp_tx_kick(EventNotifier *e)
     }
 }
 
-/* IOThread polling of the TX queue.  Context: dq->ctx */
-static bool vndp_tx_poll(void *opaque)
+/* Frames to send?  Context: dq->ctx */
+static bool vndp_tx_pending(VirtIONetDPQueue *dq)
 {
-    VirtIONetDPQueue *dq = container_of(opaque, VirtIONetDPQueue,
-                                        tx_notifier);
     VirtQueue *vq = dq->q->tx_vq;
 
     return !dq->q->async_tx.elem && virtio_queue_ready(vq) &&
            !virtio_queue_empty(vq);
 }
 
-/* Polling found frames: no kick needed.  Context: dq->ctx */
+/*
+ * IOThread polling of the TX queue: frames to send, or used entries held
+ * past their deadline.
+ *
+ * Context: dq->ctx
+ */
+static bool vndp_tx_poll(void *opaque)
+{
+    VirtIONetDPQueue *dq = container_of(opaque, VirtIONetDPQueue,
+                                        tx_notifier);
+
+    return vndp_tx_pending(dq) ||
+           (dq->tx_hold_deadline &&
+            qemu_clock_get_ns(QEMU_CLOCK_REALTIME) >= dq->tx_hold_deadline);
+}
+
+/* Polling found work: no kick needed.  Context: dq->ctx */
 static void vndp_tx_poll_ready(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
 
-    vndp_count(dq, VNDP_TX_POLLED, 1);
+    if (vndp_tx_pending(dq)) {
+        vndp_count(dq, VNDP_TX_POLLED, 1);
+    }
     vndp_tx_run(dq);
 }
 
@@ -347,6 +425,7 @@ static void vndp_tx_poll_end(EventNotifier *e)
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
 
     dq->tx_polling = false;
+    vndp_tx_flush(dq);
     virtio_queue_set_notification(dq->q->tx_vq, 1);
 }
 
@@ -527,6 +606,7 @@ static void vndp_detach_bh(void *opaque)
          */
         qemu_flush_or_purge_queued_packets(nc->peer, true);
     }
+    vndp_tx_flush(dq);
     vndp_rx_flush(dq);
 
     dq->attached = false;

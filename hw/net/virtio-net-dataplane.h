@@ -39,6 +39,8 @@ struct VirtIONetDPQueue {
     bool attached;              /* running in ctx (set with the BQL) */
     bool resume;                /* attach again at the end of a drain */
     bool tx_polling;            /* ctx polls the TX queue: no kicks */
+    unsigned int tx_unflushed;  /* TX used entries filled, not flushed */
+    int64_t tx_hold_deadline;   /* flush them by then, 0: none held */
     unsigned int rx_unflushed;  /* RX used entries filled, not flushed */
     QEMUBH *tx_bh;              /* TX budget spent: go on */
     QEMUBH *rx_flush_bh;        /* end of an RX batch: flush, notify */
