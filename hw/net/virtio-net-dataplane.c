@@ -72,6 +72,7 @@ typedef enum VNDPCounter {
     VNDP_TX_IRQS,
     VNDP_TX_IRQS_SUPPRESSED,
     VNDP_RX_KICKS,
+    VNDP_RX_POLLED,
     VNDP_RX_PACKETS,
     VNDP_RX_BYTES,
     VNDP_RX_DROPPED,
@@ -94,6 +95,7 @@ static const char *const vndp_counter_names[VNDP__MAX] = {
     [VNDP_TX_IRQS] = "tx-interrupts",
     [VNDP_TX_IRQS_SUPPRESSED] = "tx-interrupts-suppressed",
     [VNDP_RX_KICKS] = "rx-kicks",
+    [VNDP_RX_POLLED] = "rx-polled",
     [VNDP_RX_PACKETS] = "rx-packets",
     [VNDP_RX_BYTES] = "rx-bytes",
     [VNDP_RX_DROPPED] = "rx-dropped",
@@ -463,6 +465,7 @@ bool virtio_net_dataplane_rx_filled(VirtIONetQueue *q, unsigned int count,
     }
     vndp_count(dq, VNDP_RX_PACKETS, 1);
     vndp_count(dq, VNDP_RX_BYTES, size - q->n->host_hdr_len);
+    dq->rx_stalled = false;
     if (!dq->attached) {
         return false;
     }
@@ -475,17 +478,27 @@ bool virtio_net_dataplane_rx_filled(VirtIONetQueue *q, unsigned int count,
 
 /*
  * No room for a frame: virtio_net_has_buffers() left notifications on,
- * the refill kick resumes.  Let the guest have what it can already
- * take, or it may wait for that before it refills.
+ * the refill kick resumes, or IOThread polling when it sees the guest's
+ * avail index move past where it is now (vndp_rx_poll()).  Let the guest
+ * have what it can already take, or it may wait for that before it
+ * refills.
  *
  * Context: the pair's context
  */
 void virtio_net_dataplane_rx_stalled(VirtIONetQueue *q)
 {
-    if (q->dp) {
-        vndp_count(q->dp, VNDP_RX_NO_BUFFERS, 1);
-        vndp_rx_flush(q->dp);
+    VirtIONetDPQueue *dq = q->dp;
+    unsigned int in_bytes;
+
+    if (!dq) {
+        return;
     }
+    vndp_count(dq, VNDP_RX_NO_BUFFERS, 1);
+    vndp_rx_flush(dq);
+    /* Looks at one buffer at most: only the index it returns matters */
+    dq->rx_stall_avail = virtqueue_get_avail_bytes(q->rx_vq, &in_bytes,
+                                                   NULL, 0, 0);
+    dq->rx_stalled = dq->rx_stall_avail >= 0;
 }
 
 /* A frame did not fit the guest's buffers.  Context: the pair's */
@@ -499,6 +512,7 @@ void virtio_net_dataplane_rx_dropped(VirtIONetQueue *q)
 /* Frames the backend queued while the guest had no room.  Context: ctx */
 static void vndp_rx_resume(VirtIONetDPQueue *dq)
 {
+    dq->rx_stalled = false;
     qemu_flush_queued_packets(vndp_nc(dq));
 }
 
@@ -514,16 +528,34 @@ static void vndp_rx_kick(EventNotifier *e)
 }
 
 /*
- * RX kicks are not polled: the guest refills its RX queue all the time,
- * and polling it would keep the IOThread busy.  This only keeps the RX
- * notifier from turning polling off for the whole AioContext, as a
- * handler without io_poll does.
+ * IOThread polling of the RX queue, while receive waits for buffers: has
+ * the guest added any since the stall?  Buffers too few for the frame
+ * stall it again, from a new index, so this never spins.  Otherwise
+ * there is nothing to look for: the guest refills its RX queue all the
+ * time, and the dataplane takes buffers as frames come.
+ *
+ * Notifications stay on, as the stall left them: the guest's kick may
+ * come too, and finds nothing more to do.
  *
  * Context: dq->ctx
  */
 static bool vndp_rx_poll(void *opaque)
 {
-    return false;
+    VirtIONetDPQueue *dq = container_of(opaque, VirtIONetDPQueue,
+                                        rx_notifier);
+
+    return dq->rx_stalled &&
+           virtio_queue_enable_notification_and_check(dq->q->rx_vq,
+                                                      dq->rx_stall_avail);
+}
+
+/* Polling saw the guest refill.  Context: dq->ctx */
+static void vndp_rx_poll_ready(EventNotifier *e)
+{
+    VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, rx_notifier);
+
+    vndp_count(dq, VNDP_RX_POLLED, 1);
+    vndp_rx_resume(dq);
 }
 
 /* Catch up after an attach.  Context: dq->ctx */
@@ -572,7 +604,7 @@ static void vndp_attach(VirtIONetDPQueue *dq)
     aio_set_event_notifier_poll(dq->ctx, &dq->tx_notifier,
                                 vndp_tx_poll_begin, vndp_tx_poll_end);
     aio_set_event_notifier(dq->ctx, &dq->rx_notifier, vndp_rx_kick,
-                           vndp_rx_poll, vndp_rx_kick);
+                           vndp_rx_poll, vndp_rx_poll_ready);
 
     /*
      * Catch up with what happened while detached.  A kick the guest made
@@ -611,6 +643,7 @@ static void vndp_detach_bh(void *opaque)
 
     dq->attached = false;
     dq->tx_polling = false;     /* removing the handler ended any poll */
+    dq->rx_stalled = false;
     qemu_bh_cancel(dq->tx_bh);
     qemu_bh_cancel(dq->rx_flush_bh);
     qemu_bh_cancel(dq->rx_resume_bh);

@@ -42,6 +42,8 @@ struct VirtIONetDPQueue {
     unsigned int tx_unflushed;  /* TX used entries filled, not flushed */
     int64_t tx_hold_deadline;   /* flush them by then, 0: none held */
     unsigned int rx_unflushed;  /* RX used entries filled, not flushed */
+    bool rx_stalled;            /* RX waits for buffers, polled... */
+    int rx_stall_avail;         /* ...for the avail index to leave this */
     QEMUBH *tx_bh;              /* TX budget spent: go on */
     QEMUBH *rx_flush_bh;        /* end of an RX batch: flush, notify */
     QEMUBH *rx_resume_bh;       /* after an attach: deliver what waits */

@@ -100,8 +100,8 @@ static const char *const dp_counters[] = {
     "tx-kicks", "tx-polled", "tx-packets", "tx-bytes", "tx-dropped",
     "tx-batches", "tx-budget-exhausted", "tx-backend-busy", "tx-interrupts",
     "tx-interrupts-suppressed",
-    "rx-kicks", "rx-packets", "rx-bytes", "rx-dropped", "rx-batches",
-    "rx-no-buffers", "rx-interrupts", "rx-interrupts-suppressed",
+    "rx-kicks", "rx-polled", "rx-packets", "rx-bytes", "rx-dropped",
+    "rx-batches", "rx-no-buffers", "rx-interrupts", "rx-interrupts-suppressed",
 };
 
 typedef struct DPPair {

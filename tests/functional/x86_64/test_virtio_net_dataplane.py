@@ -38,7 +38,7 @@ class DataplaneTest(TrafficTest):
         'tx-kicks', 'tx-polled', 'tx-packets', 'tx-bytes', 'tx-dropped',
         'tx-batches', 'tx-budget-exhausted', 'tx-backend-busy',
         'tx-interrupts', 'tx-interrupts-suppressed', 'rx-kicks',
-        'rx-packets', 'rx-bytes', 'rx-dropped', 'rx-batches',
+        'rx-polled', 'rx-packets', 'rx-bytes', 'rx-dropped', 'rx-batches',
         'rx-no-buffers', 'rx-interrupts', 'rx-interrupts-suppressed')
 
     @staticmethod
@@ -359,18 +359,21 @@ class VirtioNetDataplane(DataplaneTest):
         poll-max-ns=0 turns it off: then every round needs a kick, and
         each round's used entries are flushed at its end.  With a long
         polling window, the used entries of several rounds wait for each
-        other: fewer flushes (and interrupts) than rounds."""
+        other: fewer flushes (and interrupts) than rounds.  And when a
+        flood from the host leaves the guest out of receive buffers,
+        polling sees the guest refill without waiting for its kick."""
         self.on_each_backend(self.check_polling)
 
-    def flood_phase(self, vm):
-        """Device counters over the next udp-tx phase of the guest."""
-        self.read_console(vm, 'NPPHASE begin test=udp-tx', 60)
+    def flood_phase(self, vm, test='udp-tx'):
+        """Device counters over the guest's next phase @test."""
+        self.read_console(vm, 'NPPHASE begin test=' + test, 60)
         time.sleep(0.5)
         st0 = self.device_stats(vm)
-        self.read_console(vm, 'NPPHASE end test=udp-tx', 60)
+        self.read_console(vm, 'NPPHASE end test=' + test, 60)
         st = self.device_stats(vm)
         d = {k: st[k] - st0[k] for k in st}
-        self.assertGreater(d['tx-packets'], 1000, (st0, st))
+        key = 'tx-packets' if test == 'udp-tx' else 'rx-packets'
+        self.assertGreater(d[key], 1000, (st0, st))
         return d
 
     def check_polling(self, netdev):
@@ -378,7 +381,8 @@ class VirtioNetDataplane(DataplaneTest):
         server = self.host_server(server_ns)
         vm = self.dataplane_vm(ns, netdev, '-action', 'shutdown=pause',
                                name=netdev.split(',')[0])
-        vm.add_args('-append', self.client_cmdline(['udp-tx:64:3'] * 3))
+        vm.add_args('-append', self.client_cmdline(['udp-tx:64:3'] * 3 +
+                                                   ['udp-rx:64:3']))
         vm.launch()
         self.read_console(vm, 'NPPHASE end test=udp-tx', 180)
         polled = self.device_stats(vm)
@@ -388,6 +392,7 @@ class VirtioNetDataplane(DataplaneTest):
                value=0)
         d = self.flood_phase(vm)
         self.assertEqual(d['tx-polled'], 0, d)
+        self.assertEqual(d['rx-polled'], 0, d)
         self.assertGreater(d['tx-kicks'], 0, d)
 
         vm.cmd('qom-set', path='/objects/io0', property='poll-max-ns',
@@ -396,16 +401,27 @@ class VirtioNetDataplane(DataplaneTest):
         rounds = held['tx-kicks'] + held['tx-polled']
         self.assertGreaterEqual(rounds, 2 * held['tx-batches'], held)
 
+        # A guest under TCG takes a millisecond or more to refill: a
+        # window that long makes polling see it (with KVM, far less)
+        vm.cmd('qom-set', path='/objects/io0', property='poll-max-ns',
+               value=20 * 1000 * 1000)
+        rx = self.flood_phase(vm, 'udp-rx')
+        self.assertGreater(rx['rx-no-buffers'], 0, rx)
+        self.assertGreater(rx['rx-polled'], 0, rx)
+
         self.assert_guest_exit(self.read_console(vm, 'NPGUEST exit=', 60))
         self.assertEqual(server.wait(timeout=30), 0)
         self.log.info('%s: polled %d of %d rounds with polling; '
                       'without, %.1f frames per flush; with 200 us '
-                      'polling, %.1f per round, %.1f per flush',
-                      netdev.split(',')[0], polled['tx-polled'],
+                      'polling, %.1f per round, %.1f per flush; RX '
+                      'stalled %d times, resumed by polling %d, by a '
+                      'kick %d', netdev.split(',')[0], polled['tx-polled'],
                       polled['tx-kicks'] + polled['tx-polled'],
                       d['tx-packets'] / d['tx-batches'],
                       held['tx-packets'] / rounds,
-                      held['tx-packets'] / held['tx-batches'])
+                      held['tx-packets'] / held['tx-batches'],
+                      rx['rx-no-buffers'], rx['rx-polled'],
+                      rx['rx-kicks'])
         self.wait_stopped(vm)
         self.assert_quit_cleanly(vm)
 
