@@ -13,11 +13,15 @@
  */
 
 #include "qemu/osdep.h"
+#include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/ethernet.h>
 #include <net/if.h>
+#include <net/if_arp.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
@@ -60,6 +64,11 @@
 #define AF_PACKET_RETIRE_DEFAULT  1
 /* VLAN tag on top of the MTU and Ethernet header. */
 #define AF_PACKET_L2_OVERHEAD  (ETH_HLEN + 4)
+/*
+ * Sockets in one fanout group: the kernel's PACKET_FANOUT_MAX for groups
+ * made with the int form of PACKET_FANOUT.
+ */
+#define AF_PACKET_FANOUT_MAX   256
 
 typedef struct AFPacketTxSlot {
     struct iovec iov;
@@ -76,6 +85,9 @@ typedef struct AFPacketState {
     bool write_poll;
     bool vnet_hdr;
     bool gone;
+    bool tx_ready;              /* io_poll found the socket writable */
+    bool fanout;                /* in the netdev's fanout group */
+    bool queue_disabled;        /* the device disabled this queue */
     unsigned int mtu;
     NetOffloads offloads;
 
@@ -87,6 +99,7 @@ typedef struct AFPacketState {
     unsigned int block_nr;
     unsigned int block_cur;
     struct tpacket3_hdr *pkt;   /* next packet of block_cur, or NULL */
+    size_t pkt_off;             /* its offset in the block */
     uint32_t pkt_left;
     /* tpacket-version=2: a ring of frames, not blocks */
     bool frames;
@@ -117,6 +130,7 @@ struct AFPacketLink {
 
 static void af_packet_rx(void *opaque);
 static void af_packet_writable(void *opaque);
+static int af_packet_queue_enable(NetClientState *nc, bool enable);
 static void af_packet_rx_socket(AFPacketState *s);
 static bool af_packet_if_up(const char *ifname);
 static bool af_packet_ring_ready(AFPacketState *s);
@@ -140,24 +154,56 @@ static inline void af_packet_count(uint64_t *counter, uint64_t n)
 }
 
 /*
- * IOThread polling (poll-max-ns): a ring block handed to user space is
- * visible without a system call.  Without a ring, only the file
- * descriptor tells; say "nothing" rather than keep the AioContext from
- * polling its other handlers (the virtqueues).
+ * Is the socket writable?  Asked without blocking, only while frames
+ * wait for it (write_poll).
  *
  * Context: the backend's AioContext
  */
-static bool af_packet_rx_poll(void *opaque)
+static bool af_packet_tx_writable(AFPacketState *s)
+{
+    struct pollfd pfd = { .fd = s->fd, .events = POLLOUT };
+
+    return poll(&pfd, 1, 0) > 0 && pfd.revents;
+}
+
+/*
+ * IOThread polling (poll-max-ns): a ring block handed to user space is
+ * visible without a system call.  Without a ring, only the file
+ * descriptor tells; say "nothing" rather than keep the AioContext from
+ * polling its other handlers (the virtqueues).  While frames wait to be
+ * sent, the socket's writability is polled too: an AioContext that keeps
+ * finding work by polling never looks at its file descriptors, and the
+ * queued frames would wait as long as it does.
+ *
+ * Context: the backend's AioContext
+ */
+static bool af_packet_io_poll(void *opaque)
 {
     AFPacketState *s = opaque;
+    bool rx;
 
-    return s->read_poll && !s->gone && s->ring && af_packet_ring_ready(s);
+    if (s->gone) {
+        return false;
+    }
+    rx = s->read_poll && s->ring && af_packet_ring_ready(s);
+    s->tx_ready = s->write_poll && af_packet_tx_writable(s);
+    return rx || s->tx_ready;
 }
 
 /* Context: the backend's AioContext */
-static void af_packet_rx_poll_ready(void *opaque)
+static void af_packet_io_poll_ready(void *opaque)
 {
-    af_packet_rx(opaque);
+    AFPacketState *s = opaque;
+
+    if (s->tx_ready) {
+        s->tx_ready = false;
+        if (s->write_poll) {
+            af_packet_writable(s);
+        }
+    }
+    if (s->read_poll && s->ring && af_packet_ring_ready(s)) {
+        af_packet_rx(s);
+    }
 }
 
 /*
@@ -178,8 +224,8 @@ static void af_packet_update_fd_handler(AFPacketState *s)
      */
     aio_set_fd_handler(s->ctx, s->fd,
                        rx ? af_packet_rx : NULL, tx ? af_packet_writable : NULL,
-                       rx || tx ? af_packet_rx_poll : NULL,
-                       af_packet_rx_poll_ready, s);
+                       rx || tx ? af_packet_io_poll : NULL,
+                       af_packet_io_poll_ready, s);
 }
 
 /* Context: the backend's AioContext */
@@ -277,15 +323,76 @@ static void af_packet_release_block(AFPacketState *s)
     s->pkt_left = 0;
 }
 
-/* Move to the next packet of the current block.  Context: backend */
+/*
+ * The ring is shared with whoever else maps the socket (a manager that
+ * passed fd= can write it), so its headers are not trusted: a header
+ * that points outside its block or frame is refused and counted, and the
+ * block (TPACKET_V3) or frame (TPACKET_V2) it is in goes back to the
+ * kernel unread.  Each field is read once, then checked.
+ *
+ * Context: backend
+ */
+static void af_packet_bad_ring(AFPacketState *s, const char *what)
+{
+    af_packet_count(&s->stats.rx_bad_ring, 1);
+    trace_af_packet_rx_drop(s->nc.name, what, 0);
+}
+
+/*
+ * Does a V3 packet header fit at offset @off of a block?  It must be
+ * aligned as the kernel aligns it (8 bytes, its V3_ALIGNMENT), and leave
+ * room for the header itself.
+ *
+ * Context: backend
+ */
+static bool af_packet_pkt_off_ok(AFPacketState *s, size_t off)
+{
+    return off >= sizeof(struct tpacket_block_desc) &&
+           off % 8 == 0 &&
+           off <= s->block_size - sizeof(struct tpacket3_hdr);
+}
+
+/*
+ * Does a frame at @mac bytes from its header, of @snaplen bytes, lie in
+ * the @room bytes from that header on, after a header of @hdr_size bytes
+ * and the virtio-net header that precedes the frame?
+ *
+ * Context: backend
+ */
+static bool af_packet_frame_fits(AFPacketState *s, size_t hdr_size,
+                                 size_t room, uint32_t mac, uint32_t snaplen)
+{
+    size_t vh = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
+
+    return mac >= hdr_size + vh && mac <= room && snaplen <= room - mac;
+}
+
+/*
+ * Move to the next packet of the current block, or release the block
+ * after its last one.
+ *
+ * Context: backend
+ */
 static void af_packet_next_pkt(AFPacketState *s)
 {
-    if (--s->pkt_left) {
-        s->pkt = (struct tpacket3_hdr *)((uint8_t *)s->pkt +
-                                         s->pkt->tp_next_offset);
-    } else {
+    uint32_t next;
+    size_t off;
+
+    if (!--s->pkt_left) {
         af_packet_release_block(s);
+        return;
     }
+    next = qatomic_read(&s->pkt->tp_next_offset);
+    off = s->pkt_off + next;
+    if (next < sizeof(struct tpacket3_hdr) || !af_packet_pkt_off_ok(s, off)) {
+        af_packet_bad_ring(s, "bad-next-offset");
+        af_packet_release_block(s);
+        return;
+    }
+    s->pkt_off = off;
+    s->pkt = (struct tpacket3_hdr *)((uint8_t *)af_packet_block(s,
+                                                                s->block_cur) +
+                                     off);
 }
 
 /*
@@ -297,6 +404,7 @@ static void af_packet_next_pkt(AFPacketState *s)
 static bool af_packet_ready(AFPacketState *s)
 {
     struct tpacket_block_desc *b;
+    uint32_t num, off;
 
     while (!s->pkt) {
         b = af_packet_block(s, s->block_cur);
@@ -304,13 +412,21 @@ static bool af_packet_ready(AFPacketState *s)
               TP_STATUS_USER)) {
             return false;
         }
-        if (b->hdr.bh1.num_pkts == 0) {
+        num = qatomic_read(&b->hdr.bh1.num_pkts);
+        off = qatomic_read(&b->hdr.bh1.offset_to_first_pkt);
+        if (num == 0) {
             af_packet_release_block(s);
             continue;
         }
-        s->pkt = (struct tpacket3_hdr *)((uint8_t *)b +
-                                         b->hdr.bh1.offset_to_first_pkt);
-        s->pkt_left = b->hdr.bh1.num_pkts;
+        if (num > s->block_size / sizeof(struct tpacket3_hdr) ||
+            !af_packet_pkt_off_ok(s, off)) {
+            af_packet_bad_ring(s, "bad-block");
+            af_packet_release_block(s);
+            continue;
+        }
+        s->pkt_off = off;
+        s->pkt = (struct tpacket3_hdr *)((uint8_t *)b + off);
+        s->pkt_left = num;
     }
     return true;
 }
@@ -353,24 +469,45 @@ typedef struct AFPacketRingFrame {
     uint32_t status;
 } AFPacketRingFrame;
 
-/* Context: backend */
-static void af_packet_ring_frame(AFPacketState *s, AFPacketRingFrame *f)
+/*
+ * Read the ready frame's header into @f.  Returns false, with the header
+ * counted as bad, if the frame it describes is not within its slot.
+ *
+ * Context: backend
+ */
+static bool af_packet_ring_frame(AFPacketState *s, AFPacketRingFrame *f)
 {
+    uint8_t *h;
+    size_t hdr_size, room;
+    uint32_t mac;
+
     if (s->frames) {
-        struct tpacket2_hdr *h = af_packet_frame(s, s->frame_cur);
+        struct tpacket2_hdr *h2 = af_packet_frame(s, s->frame_cur);
 
-        *f = (AFPacketRingFrame) {
-            .data = (uint8_t *)h + h->tp_mac, .len = h->tp_len,
-            .snaplen = h->tp_snaplen, .status = h->tp_status,
-        };
+        h = (uint8_t *)h2;
+        hdr_size = sizeof(*h2);
+        room = s->frame_size;
+        mac = qatomic_read(&h2->tp_mac);
+        f->len = qatomic_read(&h2->tp_len);
+        f->snaplen = qatomic_read(&h2->tp_snaplen);
+        f->status = qatomic_read(&h2->tp_status);
     } else {
-        struct tpacket3_hdr *h = s->pkt;
+        struct tpacket3_hdr *h3 = s->pkt;
 
-        *f = (AFPacketRingFrame) {
-            .data = (uint8_t *)h + h->tp_mac, .len = h->tp_len,
-            .snaplen = h->tp_snaplen, .status = h->tp_status,
-        };
+        h = (uint8_t *)h3;
+        hdr_size = sizeof(*h3);
+        room = s->block_size - s->pkt_off;
+        mac = qatomic_read(&h3->tp_mac);
+        f->len = qatomic_read(&h3->tp_len);
+        f->snaplen = qatomic_read(&h3->tp_snaplen);
+        f->status = qatomic_read(&h3->tp_status);
     }
+    if (!af_packet_frame_fits(s, hdr_size, room, mac, f->snaplen)) {
+        af_packet_bad_ring(s, "bad-frame");
+        return false;
+    }
+    f->data = h + mac;
+    return true;
 }
 
 /* Give the ready frame back to the kernel.  Context: backend */
@@ -387,9 +524,25 @@ static void af_packet_ring_release(AFPacketState *s)
 }
 
 /*
- * Whether the guest can take @h: frames the ring truncated, frames above
- * the MTU that the kernel did not describe as GSO, and GSO frames the guest
- * did not negotiate are dropped and counted, never delivered cut short.
+ * A frame with a bad header goes back unread: its frame (V2), or its
+ * block and the packets left in it (V3), whose links cannot be trusted.
+ *
+ * Context: backend
+ */
+static void af_packet_ring_skip(AFPacketState *s)
+{
+    if (s->frames) {
+        af_packet_ring_release(s);
+    } else {
+        af_packet_release_block(s);
+    }
+}
+
+/*
+ * Whether the guest can take @h: runts, frames the ring truncated, frames
+ * above the MTU that the kernel did not describe as GSO, and GSO frames
+ * the guest did not negotiate are dropped and counted, never delivered
+ * cut short.
  *
  * Context: backend
  */
@@ -398,6 +551,11 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
 {
     uint8_t gso = VIRTIO_NET_HDR_GSO_NONE;
 
+    if (len < ETH_HLEN) {
+        af_packet_count(&s->stats.rx_runt, 1);
+        trace_af_packet_rx_drop(s->nc.name, "runt", len);
+        return false;
+    }
     if (caplen < len) {
         af_packet_count(&s->stats.rx_truncated, 1);
         trace_af_packet_rx_drop(s->nc.name, "truncated", len);
@@ -409,7 +567,7 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
         gso = vh->gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
     }
     if (gso == VIRTIO_NET_HDR_GSO_NONE) {
-        if (len > s->mtu + AF_PACKET_L2_OVERHEAD) {
+        if (len > (size_t)s->mtu + AF_PACKET_L2_OVERHEAD) {
             af_packet_count(&s->stats.rx_oversize, 1);
             trace_af_packet_rx_drop(s->nc.name, "oversize", len);
             return false;
@@ -456,7 +614,9 @@ static void af_packet_clear_error(AFPacketState *s)
 /*
  * Hand one accepted frame (@frame follows its virtio-net header, if any)
  * to the peer, completing a partial checksum first.  Returns false when
- * the peer queued it: reading pauses until af_packet_rx_done().
+ * the peer queued it: reading pauses until af_packet_rx_done().  While
+ * the link is down (set_link, or the interface's), the net layer would
+ * drop the frame without a word: count it here instead.
  *
  * Context: backend
  */
@@ -464,11 +624,18 @@ static bool af_packet_deliver(AFPacketState *s, uint8_t *frame, size_t len,
                               bool csum_partial)
 {
     size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
+    NetClientState *peer = s->nc.peer;
     struct iovec iov = {
         .iov_base = frame - hdr_len,
         .iov_len = len + hdr_len,
     };
 
+    if (qatomic_read(&s->nc.link_down) ||
+        (peer && qatomic_read(&peer->link_down))) {
+        af_packet_count(&s->stats.rx_link_down, 1);
+        trace_af_packet_rx_drop(s->nc.name, "link-down", len);
+        return true;
+    }
     if (!s->vnet_hdr && csum_partial) {
         /* A locally generated frame with a partial checksum. */
         net_checksum_calculate(frame, len, CSUM_TCP | CSUM_UDP);
@@ -504,7 +671,10 @@ static void af_packet_rx(void *opaque)
         bool delivered = true;
 
         n++;
-        af_packet_ring_frame(s, &f);
+        if (!af_packet_ring_frame(s, &f)) {
+            af_packet_ring_skip(s);
+            continue;
+        }
         if (af_packet_rx_acceptable(s, f.data, f.len, f.snaplen)) {
             delivered = af_packet_deliver(s, f.data, f.snaplen,
                                           f.status & TP_STATUS_CSUMNOTREADY);
@@ -563,6 +733,8 @@ static void af_packet_rx_socket(AFPacketState *s)
         }
         n++;
         if ((size_t)len < hdr_len + ETH_HLEN) {
+            af_packet_count(&s->stats.rx_runt, 1);
+            trace_af_packet_rx_drop(s->nc.name, "runt", len);
             continue;
         }
         if (!af_packet_rx_acceptable(s, s->rxbuf + hdr_len, len - hdr_len,
@@ -939,6 +1111,9 @@ static void af_packet_net_stats(NetClientState *nc, NetStatsBuilder *b)
     net_stats_add(b, "rx-truncated", st.rx_truncated);
     net_stats_add(b, "rx-oversize", st.rx_oversize);
     net_stats_add(b, "rx-peer-full", st.rx_peer_full);
+    net_stats_add(b, "rx-link-down", st.rx_link_down);
+    net_stats_add(b, "rx-runt", st.rx_runt);
+    net_stats_add(b, "rx-bad-ring", st.rx_bad_ring);
     net_stats_add(b, "tx-packets", st.tx_packets);
     net_stats_add(b, "tx-bytes", st.tx_bytes);
     net_stats_add(b, "tx-errors", st.tx_errors);
@@ -957,6 +1132,7 @@ static NetClientInfo net_af_packet_info = {
     .set_offload = af_packet_set_offload,
     .get_stats = af_packet_net_stats,
     .set_aio_context = af_packet_set_aio_context,
+    .queue_enable = af_packet_queue_enable,
 };
 
 /* Context: BQL held (setup) */
@@ -975,8 +1151,9 @@ static bool af_packet_setsockopt(int fd, int opt, int val, const char *what,
  *
  * Context: BQL held (setup)
  */
-static bool af_packet_setup_ring(AFPacketState *s, uint64_t ring_size,
-                                 uint32_t retire_ms, Error **errp)
+static bool af_packet_setup_ring(AFPacketState *s, const char *ifname,
+                                 uint64_t ring_size, uint32_t retire_ms,
+                                 Error **errp)
 {
     struct tpacket_req3 req = { 0 };
 
@@ -990,12 +1167,21 @@ static bool af_packet_setup_ring(AFPacketState *s, uint64_t ring_size,
          * front, the virtio-net header and the largest frame: MTU-sized,
          * or a 64 KiB GSO frame with vnet-hdr.
          */
-        size_t need = TPACKET_ALIGN(sizeof(struct tpacket2_hdr)) +
-                      TPACKET_ALIGN(sizeof(struct sockaddr_ll)) +
-                      sizeof(struct virtio_net_hdr) +
-                      (s->vnet_hdr ? 65536 : s->mtu + AF_PACKET_L2_OVERHEAD);
+        uint64_t need = TPACKET_ALIGN(sizeof(struct tpacket2_hdr)) +
+                        TPACKET_ALIGN(sizeof(struct sockaddr_ll)) +
+                        sizeof(struct virtio_net_hdr) +
+                        (s->vnet_hdr ? 65536 :
+                         (uint64_t)s->mtu + AF_PACKET_L2_OVERHEAD);
+        uint64_t frame_size = pow2ceil(need);
 
-        s->frame_size = pow2ceil(need);
+        if (frame_size > ring_size) {
+            error_setg(errp, "af-packet: the MTU of %s (%u) needs %" PRIu64
+                       "-byte TPACKET_V2 frames, more than rx-ring-size "
+                       "(%" PRIu64 "); use tpacket-version=3",
+                       ifname, s->mtu, frame_size, ring_size);
+            return false;
+        }
+        s->frame_size = frame_size;
         if (s->frame_size > s->block_size) {
             s->block_size = s->frame_size;
             s->block_nr = MAX(ring_size / s->block_size, 1);
@@ -1062,11 +1248,221 @@ typedef struct AFPacketConfig {
     int ifindex;
     char ifname[IFNAMSIZ];
     unsigned int mtu;
-    int fanout_id;
+    int queues;
+    int fanout_id;              /* the kernel's, once queue 0 made it */
     uint64_t ring_size;
     uint32_t retire_ms;
     uint8_t tpacket_version;
 } AFPacketConfig;
+
+/* ---- fanout: the queues of a multiqueue netdev ---- */
+
+/* Offset @k from the network header, in a classic BPF load */
+#define AF_PACKET_NET(k)        (SKF_NET_OFF + (k))
+#define AF_PACKET_FANOUT_PROG_LEN 61
+#define AF_PACKET_FANOUT_MOD    59      /* the instruction that takes mod n */
+
+/*
+ * The fanout group's classic BPF program: a flow hash mod @n, so that
+ * only the group's first @n sockets get frames.  IPv4 and IPv6 hash their
+ * addresses and, for TCP, UDP and SCTP, their ports (fragments are
+ * reassembled first: PACKET_FANOUT_FLAG_DEFRAG); other frames use the
+ * hash the device computed, 0 without one.  The kernel's own
+ * skb->hash (SKF_AD_RXHASH) cannot do for IP: many devices (veth among
+ * them) leave it unset until something asks for it, which a fanout
+ * program cannot.
+ *
+ * Context: BQL held
+ */
+static void af_packet_fanout_prog(struct sock_filter *f, unsigned int n)
+{
+    static const struct sock_filter prog[AF_PACKET_FANOUT_PROG_LEN] = {
+        /* 0: IPv4? */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_PROTOCOL),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IP, 0, 14),
+        /* 2: M[0] = saddr ^ daddr */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(12)),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(16)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_ST, 0),
+        /* 7: a fragment has no ports (49) */
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, AF_PACKET_NET(6)),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 40, 0),
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, AF_PACKET_NET(9)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_SCTP, 0, 36),
+        /* 13: the ports, after the IPv4 header; on to 45 */
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, AF_PACKET_NET(0)),
+        BPF_STMT(BPF_LD | BPF_W | BPF_IND, AF_PACKET_NET(0)),
+        BPF_STMT(BPF_JMP | BPF_JA, 29),
+        /* 16: IPv6?  Otherwise 51 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IPV6, 0, 34),
+        /* 17: M[0] = the eight words of saddr and daddr, xored */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(8)),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(12)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(16)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(20)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(24)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(28)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(32)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(36)),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_ST, 0),
+        /* 40: the ports, after a header without extensions; else 49 */
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, AF_PACKET_NET(6)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_SCTP, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AF_PACKET_NET(40)),
+        /* 45: A = M[0] ^ ports, on to 52 */
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_LD | BPF_MEM, 0),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_JMP | BPF_JA, 3),
+        /* 49: A = M[0], on to 52 */
+        BPF_STMT(BPF_LD | BPF_MEM, 0),
+        BPF_STMT(BPF_JMP | BPF_JA, 1),
+        /* 51: not IP */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RXHASH),
+        /* 52: mix the bits, return A mod n */
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x45d9f3b),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
+        BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, 1),
+        BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+
+    memcpy(f, prog, sizeof(prog));
+    f[AF_PACKET_FANOUT_MOD].k = n;
+}
+
+/*
+ * Steer the fanout group of socket @fd to its first @n sockets.
+ * Returns 0 or a negative errno.
+ *
+ * Context: BQL held
+ */
+static int af_packet_fanout_steer(int fd, unsigned int n)
+{
+    struct sock_filter f[AF_PACKET_FANOUT_PROG_LEN];
+    struct sock_fprog prog = {
+        .len = AF_PACKET_FANOUT_PROG_LEN,
+        .filter = f,
+    };
+
+    af_packet_fanout_prog(f, n);
+    if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &prog,
+                   sizeof(prog)) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+/*
+ * Join the fanout group of the netdev's queues.  Queue 0 creates it with
+ * an id the kernel picks (PACKET_FANOUT_FLAG_UNIQUEID), so that it can
+ * collide with no other group on the interface, another netdev's or
+ * another program's; the other queues join by that id.  Frames are
+ * spread by af_packet_fanout_prog(), over every queue at first.
+ *
+ * Context: BQL held (setup)
+ */
+static bool af_packet_join_fanout(AFPacketState *s, AFPacketConfig *c,
+                                  int queue, Error **errp)
+{
+    unsigned int mode = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG;
+    int val, ret;
+    socklen_t len = sizeof(val);
+
+    if (queue == 0) {
+        val = (int)((mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16);
+        if (setsockopt(s->fd, SOL_PACKET, PACKET_FANOUT, &val,
+                       sizeof(val)) < 0) {
+            error_setg_errno(errp, errno, "af-packet: cannot create a fanout "
+                             "group for queues=%d (PACKET_FANOUT_CBPF with "
+                             "PACKET_FANOUT_FLAG_UNIQUEID needs Linux 4.3 or "
+                             "later)", c->queues);
+            return false;
+        }
+        if (getsockopt(s->fd, SOL_PACKET, PACKET_FANOUT, &val, &len) < 0) {
+            error_setg_errno(errp, errno, "af-packet: cannot read the id of "
+                             "the fanout group (queues)");
+            return false;
+        }
+        c->fanout_id = val & 0xffff;
+        ret = af_packet_fanout_steer(s->fd, c->queues);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "af-packet: cannot set the fanout "
+                             "program (PACKET_FANOUT_DATA)");
+            return false;
+        }
+    } else {
+        val = (int)(c->fanout_id | mode << 16);
+        if (setsockopt(s->fd, SOL_PACKET, PACKET_FANOUT, &val,
+                       sizeof(val)) < 0) {
+            error_setg_errno(errp, errno, "af-packet: queue %d cannot join "
+                             "fanout group %d", queue, c->fanout_id);
+            return false;
+        }
+    }
+    s->fanout = true;
+    return true;
+}
+
+/*
+ * The device enabled or disabled its queue pair that uses this backend
+ * queue (a guest driving fewer pairs than the backend has queues).  The
+ * enabled pairs are the first ones: steer every flow to the sockets of
+ * the queues before the first disabled one, so that no frame waits in a
+ * socket whose queue the device does not read.  A failure is reported
+ * but not returned: virtio-net asserts that enabling cannot fail.
+ *
+ * Context: main loop, BQL held, the queue pair paused
+ */
+static int af_packet_queue_enable(NetClientState *nc, bool enable)
+{
+    NetClientState *ncs[AF_PACKET_FANOUT_MAX];
+    AFPacketState *s = af_packet_state(nc);
+    int i, n, ret;
+
+    s->queue_disabled = !enable;
+    if (!s->fanout) {
+        return 0;
+    }
+    n = qemu_find_net_clients_except(nc->name, ncs, NET_CLIENT_DRIVER_NIC,
+                                     AF_PACKET_FANOUT_MAX);
+    if (n == 0) {
+        return 0;
+    }
+    for (i = 0; i < n && !af_packet_state(ncs[i])->queue_disabled; i++) {
+        continue;
+    }
+    ret = af_packet_fanout_steer(af_packet_state(ncs[0])->fd, MAX(i, 1));
+    if (ret < 0) {
+        error_report("af-packet: netdev '%s': cannot steer frames to %d "
+                     "queue(s): %s", nc->name, MAX(i, 1), strerror(-ret));
+    }
+    return 0;
+}
 
 /*
  * Configure one queue's socket: version, vnet header, ring, bind,
@@ -1074,8 +1470,8 @@ typedef struct AFPacketConfig {
  *
  * Context: BQL held (setup)
  */
-static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
-                                  int queues, Error **errp)
+static bool af_packet_setup_queue(AFPacketState *s, AFPacketConfig *c,
+                                  int queue, Error **errp)
 {
     const NetdevAFPacketOptions *opts = c->opts;
     struct sockaddr_ll sll = {
@@ -1103,7 +1499,8 @@ static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
         return false;
     }
     if (c->ring_size) {
-        if (!af_packet_setup_ring(s, c->ring_size, c->retire_ms, errp)) {
+        if (!af_packet_setup_ring(s, c->ifname, c->ring_size, c->retire_ms,
+                                  errp)) {
             return false;
         }
     } else {
@@ -1132,12 +1529,7 @@ static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
             return false;
         }
     }
-    if (queues > 1 &&
-        !af_packet_setsockopt(s->fd, PACKET_FANOUT,
-                              c->fanout_id |
-                              ((PACKET_FANOUT_HASH |
-                                PACKET_FANOUT_FLAG_DEFRAG) << 16),
-                              "PACKET_FANOUT (queues)", errp)) {
+    if (c->queues > 1 && !af_packet_join_fanout(s, c, queue, errp)) {
         return false;
     }
     return true;
@@ -1147,21 +1539,32 @@ static bool af_packet_setup_queue(AFPacketState *s, const AFPacketConfig *c,
 static int *af_packet_parse_fds(const NetdevAFPacketOptions *opts,
                                 int64_t *queues, Error **errp)
 {
-    g_auto(GStrv) names = NULL;
+    const char *opt = opts->fd ? "fd" : "fds";
+    const char *str = opts->fd ? opts->fd : opts->fds;
+    g_auto(GStrv) names = g_strsplit(str, ":", -1);
     g_autofree int *fds = NULL;
-    int64_t i, n;
+    int64_t i, n = g_strv_length(names);
 
-    if (opts->fd) {
-        names = g_strsplit(opts->fd, ":", 2);
-        n = 1;
-        if (names[1]) {
-            error_setg(errp, "af-packet: fd takes one descriptor; "
-                       "use fds for several queues");
-            return NULL;
+    for (i = 0; i < n; i++) {
+        if (!*names[i]) {
+            break;
         }
-    } else {
-        names = g_strsplit(opts->fds, ":", -1);
-        n = g_strv_length(names);
+    }
+    if (n == 0 || i < n) {
+        error_setg(errp, "af-packet: invalid file descriptor list %s='%s': "
+                   "an empty name", opt, str);
+        return NULL;
+    }
+    if (opts->fd && n > 1) {
+        error_setg(errp, "af-packet: fd takes one descriptor; "
+                   "use fds for several queues");
+        return NULL;
+    }
+    if (n > AF_PACKET_FANOUT_MAX) {
+        error_setg(errp, "af-packet: %" PRIi64 " descriptors in fds, more "
+                   "than the %d sockets a fanout group can hold", n,
+                   AF_PACKET_FANOUT_MAX);
+        return NULL;
     }
     if (opts->has_queues && opts->queues != n) {
         error_setg(errp, "af-packet: queues=%" PRIi64 " but %" PRIi64
@@ -1243,10 +1646,49 @@ static bool af_packet_resolve_if(AFPacketConfig *c, int fd, Error **errp)
         return false;
     }
     c->mtu = ifr.ifr_mtu;
+    if (ioctl(sock, SIOCGIFHWADDR, &ifr) < 0) {
+        error_setg_errno(errp, errno, "af-packet: cannot read the hardware "
+                         "type of %s", c->ifname);
+        if (sock != fd) {
+            close(sock);
+        }
+        return false;
+    }
     if (sock != fd) {
         close(sock);
     }
+    if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER) {
+        error_setg(errp, "af-packet: %s is not an Ethernet interface "
+                   "(hardware type %d): af-packet carries Ethernet frames",
+                   c->ifname, ifr.ifr_hwaddr.sa_family);
+        return false;
+    }
     return true;
+}
+
+/*
+ * A passed socket already bound to an interface must be bound to the one
+ * the netdev uses: binding it again elsewhere would quietly move it.
+ *
+ * Context: BQL held (setup)
+ */
+static bool af_packet_check_bound(const AFPacketConfig *c, int fd,
+                                  Error **errp)
+{
+    struct sockaddr_ll sll = { 0 };
+    socklen_t len = sizeof(sll);
+    char name[IFNAMSIZ] = "";
+
+    if (getsockname(fd, (struct sockaddr *)&sll, &len) < 0 ||
+        sll.sll_ifindex <= 0 || sll.sll_ifindex == c->ifindex) {
+        return true;
+    }
+    if (!if_indextoname(sll.sll_ifindex, name)) {
+        snprintf(name, sizeof(name), "#%d", sll.sll_ifindex);
+    }
+    error_setg(errp, "af-packet: a passed socket is bound to %s, not to %s%s",
+               name, c->opts->ifname ? "ifname=" : "", c->ifname);
+    return false;
 }
 
 /* Context: BQL held (setup) */
@@ -1291,9 +1733,9 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         return -1;
     }
     queues = opts->has_queues ? opts->queues : 1;
-    if (queues < 1 || queues > MAX_QUEUE_NUM) {
-        error_setg(errp, "af-packet: queues must be between 1 and %d",
-                   MAX_QUEUE_NUM);
+    if (queues < 1 || queues > AF_PACKET_FANOUT_MAX) {
+        error_setg(errp, "af-packet: queues must be between 1 and %d (the "
+                   "sockets a fanout group can hold)", AF_PACKET_FANOUT_MAX);
         return -1;
     }
     c.ring_size = opts->has_rx_ring_size ? opts->rx_ring_size
@@ -1346,7 +1788,12 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
     if (!af_packet_resolve_if(&c, fds ? fds[0] : -1, errp)) {
         goto fail_fds;
     }
-    c.fanout_id = (getpid() ^ g_str_hash(name)) & 0xffff;
+    for (i = 0; fds && i < queues; i++) {
+        if (!af_packet_check_bound(&c, fds[i], errp)) {
+            goto fail_fds;
+        }
+    }
+    c.queues = queues;
 
     for (i = 0; i < queues; i++) {
         nc = qemu_new_net_client(&net_af_packet_info, peer, "af-packet",
@@ -1374,7 +1821,7 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
             }
         }
         if (!qemu_set_blocking(s->fd, false, errp) ||
-            !af_packet_setup_queue(s, &c, queues, errp)) {
+            !af_packet_setup_queue(s, &c, i, errp)) {
             goto fail;
         }
         qemu_set_info_str(nc, "ifname=%s,queue=%" PRIi64 ",rx-ring-size=%"

@@ -19,6 +19,9 @@ typedef struct AFPacketStats {
     uint64_t rx_truncated;  /* frames larger than a ring block */
     uint64_t rx_oversize;   /* frames above the MTU, or GSO the guest refused */
     uint64_t rx_peer_full;  /* times the peer could not take more */
+    uint64_t rx_link_down;  /* frames read while the peer's link was down */
+    uint64_t rx_runt;       /* frames shorter than an Ethernet header */
+    uint64_t rx_bad_ring;   /* ring frames or blocks with bad headers */
     uint64_t tx_packets;
     uint64_t tx_bytes;
     uint64_t tx_errors;     /* frames the kernel refused, or malformed */

@@ -22,6 +22,7 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include "libqtest-single.h"
 #include "qapi/error.h"
 #include "qemu/bswap.h"
@@ -32,8 +33,10 @@
 #include "qobject/qlist.h"
 #include "standard-headers/linux/virtio_config.h"
 #include "standard-headers/linux/virtio_net.h"
+#include "libqos/libqos-pc.h"
 #include "libqos/qgraph.h"
 #include "libqos/virtio-net.h"
+#include "libqos/virtio-pci.h"
 #include "netns-util.h"
 
 #define IF_QEMU         "npq0"      /* QEMU's leg of the veth pair */
@@ -50,6 +53,13 @@
 #define BURST_FRAMES    2000
 #define BURST_FIRST     128         /* buffers posted first after a burst */
 #define STATS_FRAMES    16
+#define RING_SIZE       (1024 * 1024)   /* the ring the bad-ring tests map */
+#define RING_BLOCK      (256 * 1024)    /* its blocks (TPACKET_V3) */
+#define RING_FRAME      2048            /* its frames (TPACKET_V2, MTU 1500) */
+#define RING_TIMEOUT_MS 100             /* rx-retire-timeout there */
+#define FLOW_FRAMES     64          /* one flow each, in mq-steer */
+#define MQ_SLOT         4           /* PCI slot of mq-steer's device */
+#define FLOW_HDRS       (ETH_HLEN + 20 + 8)     /* Ethernet, IPv4, UDP */
 
 /* Offset of the status field in struct virtio_net_config */
 #define VIRTIO_NET_CONFIG_STATUS 6
@@ -61,6 +71,7 @@ typedef struct AFPacketTest {
     int orig_netns;         /* namespace to go back to, or -1 */
     char *skip;             /* why the test cannot run, or NULL */
     int sock;               /* packet socket on IF_PEER, or -1 */
+    int ring_fd;            /* the socket passed to QEMU with fd=, or -1 */
     QTestState *qts;
     QVirtioNet *net;
     QGuestAllocator *alloc;
@@ -626,6 +637,220 @@ static void test_link(void *obj, void *data, QGuestAllocator *alloc)
     test_end(t);
 }
 
+/* The name of the NIC, from "info network" */
+static char *nic_name(AFPacketTest *t)
+{
+    g_autofree char *info = qtest_hmp(t->qts, "info network");
+    const char *p = strstr(info, ": index=0,type=nic");
+    const char *start;
+
+    g_assert_nonnull(p);
+    for (start = p; start > info && start[-1] != ' ' && start[-1] != '\n';
+         start--) {
+        continue;
+    }
+    return g_strndup(start, p - start);
+}
+
+/*
+ * Frames that arrive while the guest's link is set down are dropped by
+ * the net layer: they are counted as rx-link-down, not received.
+ */
+static void test_link_down(void *obj, void *data, QGuestAllocator *alloc)
+{
+    AFPacketTest *t = test_start(obj, data, alloc);
+    g_autofree char *nic = NULL;
+    gint64 deadline;
+    int64_t read;
+    uint32_t i;
+
+    if (!t) {
+        return;
+    }
+    nic = nic_name(t);
+    rx_post(t, RX_FRAMES + 1);
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'set_link', 'arguments':"
+                             " { 'name': %s, 'up': false } }", nic);
+    for (i = 0; i < RX_FRAMES; i++) {
+        inject(t, t->mac, i, netns_frame_len(i));
+    }
+    deadline = g_get_monotonic_time() + TIMEOUT_US;
+    for (;;) {
+        QDict *stats = query_stats(t->qts, "hs0");
+
+        read = qdict_get_int(stats, "rx-packets") +
+               qdict_get_try_int(stats, "rx-link-down", 0);
+        qobject_unref(stats);
+        if (read >= RX_FRAMES) {
+            break;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+    g_assert_cmpint(get_stat(t, "rx-packets"), ==, 0);
+    g_assert_cmpint(get_stat(t, "rx-link-down"), ==, RX_FRAMES);
+    rx_expect_none(t);
+
+    /* Link up: frames flow again, and count as received. */
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'set_link', 'arguments':"
+                             " { 'name': %s, 'up': true } }", nic);
+    inject(t, t->mac, RX_FRAMES, ETH_ZLEN);
+    rx_expect(t, t->mac, RX_FRAMES, ETH_ZLEN);
+    g_assert_cmpint(get_stat(t, "rx-packets"), ==, 1);
+    g_assert_cmpint(get_stat(t, "rx-link-down"), ==, RX_FRAMES);
+    test_end(t);
+}
+
+/* ---- a ring that someone else writes too ---- */
+
+/* Map the receive ring of the socket passed to QEMU. */
+static uint8_t *ring_map(AFPacketTest *t)
+{
+    void *ring = mmap(NULL, RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                      t->ring_fd, 0);
+
+    g_assert_true(ring != MAP_FAILED);
+    return ring;
+}
+
+/* Wait until the kernel has handed over the slot whose status is @status */
+static void ring_wait_user(volatile uint32_t *status)
+{
+    gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
+
+    while (!(*status & TP_STATUS_USER)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+}
+
+/*
+ * The guest has no buffers: QEMU takes frame 0, cannot deliver it and
+ * stops reading, and the frames that follow wait in the ring, handed
+ * over to user space.
+ */
+static void ring_hold(AFPacketTest *t)
+{
+    inject(t, t->mac, 0, ETH_ZLEN);
+    wait_stat(t, "rx-peer-full", 1);
+}
+
+/*
+ * TPACKET_V2: frame headers that point outside their frame are refused
+ * and counted, the frames around them are delivered, and the ring stays
+ * in step with the kernel.
+ */
+static void test_bad_ring_v2(void *obj, void *data, QGuestAllocator *alloc)
+{
+    AFPacketTest *t = test_start(obj, data, alloc);
+    struct tpacket2_hdr *h[6];
+    uint8_t *ring;
+    uint32_t i;
+
+    if (!t) {
+        return;
+    }
+    ring = ring_map(t);
+    ring_hold(t);
+    for (i = 1; i < 6; i++) {
+        h[i] = (struct tpacket2_hdr *)(ring + i * RING_FRAME);
+        inject(t, t->mac, i, ETH_ZLEN);
+        ring_wait_user(&h[i]->tp_status);
+    }
+    h[2]->tp_mac = RING_FRAME + 16;             /* past the frame */
+    h[3]->tp_snaplen = RING_FRAME;              /* runs past the frame */
+    h[4]->tp_mac = 4;                           /* inside the header */
+
+    rx_post(t, 4);
+    rx_expect(t, t->mac, 0, ETH_ZLEN);
+    rx_expect(t, t->mac, 1, ETH_ZLEN);
+    rx_expect(t, t->mac, 5, ETH_ZLEN);
+    rx_expect_none(t);
+    g_assert_cmpint(get_stat(t, "rx-bad-ring"), ==, 3);
+    inject(t, t->mac, 6, ETH_ZLEN);
+    rx_expect(t, t->mac, 6, ETH_ZLEN);
+    g_assert_cmpint(get_stat(t, "rx-packets"), ==, 4);
+    munmap(ring, RING_SIZE);
+    test_end(t);
+}
+
+/*
+ * TPACKET_V3: a block whose first packet lies outside it is skipped, a
+ * packet whose link to the next is bad ends its block, both counted; the
+ * frames of good blocks are delivered.
+ */
+static void test_bad_ring_v3(void *obj, void *data, QGuestAllocator *alloc)
+{
+    AFPacketTest *t = test_start(obj, data, alloc);
+    struct tpacket_block_desc *b[4];
+    struct tpacket3_hdr *pkt;
+    uint8_t *ring;
+    uint32_t i;
+
+    if (!t) {
+        return;
+    }
+    ring = ring_map(t);
+    for (i = 0; i < 4; i++) {
+        b[i] = (struct tpacket_block_desc *)(ring + i * RING_BLOCK);
+    }
+    /* Block 0: frame 0; 1: frame 1; 2: frames 2 and 3; 3: frame 4 */
+    ring_hold(t);
+    inject(t, t->mac, 1, ETH_ZLEN);
+    ring_wait_user(&b[1]->hdr.bh1.block_status);
+    inject(t, t->mac, 2, ETH_ZLEN);
+    inject(t, t->mac, 3, ETH_ZLEN);
+    ring_wait_user(&b[2]->hdr.bh1.block_status);
+    g_assert_cmpuint(b[2]->hdr.bh1.num_pkts, ==, 2);
+    inject(t, t->mac, 4, ETH_ZLEN);
+    ring_wait_user(&b[3]->hdr.bh1.block_status);
+
+    b[1]->hdr.bh1.offset_to_first_pkt = 0x7ffffff0;
+    pkt = (struct tpacket3_hdr *)((uint8_t *)b[2] +
+                                  b[2]->hdr.bh1.offset_to_first_pkt);
+    pkt->tp_next_offset = 0;
+
+    rx_post(t, 4);
+    rx_expect(t, t->mac, 0, ETH_ZLEN);
+    rx_expect(t, t->mac, 2, ETH_ZLEN);
+    rx_expect(t, t->mac, 4, ETH_ZLEN);
+    rx_expect_none(t);
+    g_assert_cmpint(get_stat(t, "rx-bad-ring"), ==, 2);
+    inject(t, t->mac, 5, ETH_ZLEN);
+    rx_expect(t, t->mac, 5, ETH_ZLEN);
+    g_assert_cmpint(get_stat(t, "rx-packets"), ==, 4);
+    munmap(ring, RING_SIZE);
+    test_end(t);
+}
+
+/*
+ * The interface pushes back (a token bucket that drops what it cannot
+ * queue: ENOBUFS) while the backend runs in an IOThread that polls: the
+ * frames the backend queued leave as soon as the socket takes them,
+ * without waiting for polling to end.
+ */
+static void test_tx_pushback(void *obj, void *data, QGuestAllocator *alloc)
+{
+    AFPacketTest *t = test_start(obj, data, alloc);
+    uint32_t i, round;
+
+    if (!t) {
+        return;
+    }
+    g_assert_true(netns_run("tc qdisc add dev " IF_QEMU " root tbf rate "
+                            "20mbit burst 4000 limit 4000"));
+    for (round = 0; round < 4; round++) {
+        tx_frames(t, round * TX_FRAMES, TX_FRAMES);
+    }
+    for (i = 0; i < 4 * TX_FRAMES; i++) {
+        peer_expect(t, i, netns_frame_len(i));
+    }
+    g_assert_cmpint(wait_stat(t, "tx-packets", 4 * TX_FRAMES), ==,
+                    4 * TX_FRAMES);
+    g_assert_cmpint(get_stat(t, "tx-busy"), >, 0);
+    test_end(t);
+}
+
 /* The interface disappears: QEMU goes on, with the link down. */
 static void test_ifdel(void *obj, void *data, QGuestAllocator *alloc)
 {
@@ -665,6 +890,11 @@ static void af_packet_test_cleanup(void *opaque)
     /* QEMU quits first, so that it does not see the interfaces go. */
     qtest_end();
     qos_invalidate_command_line();
+    if (t->ring_fd >= 0) {
+        /* The membership is the socket's, which the test holds too */
+        close(t->ring_fd);
+        t->ring_fd = -1;
+    }
     if (t->orig_netns >= 0 && if_nametoindex(IF_QEMU)) {
         /* Quitting dropped the backend's promiscuous membership. */
         g_assert_cmpint(promiscuity(IF_QEMU), ==, 0);
@@ -680,6 +910,7 @@ static void *af_packet_test_setup(GString *cmd_line, void *arg)
 
     t->orig_netns = -1;
     t->sock = -1;
+    t->ring_fd = -1;
     t->skip = netns_enter(t);
     if (t->skip) {
         /* QEMU must start all the same: give the NIC some backend. */
@@ -687,6 +918,40 @@ static void *af_packet_test_setup(GString *cmd_line, void *arg)
     } else {
         g_string_append_printf(cmd_line, " -netdev af-packet,id=hs0,ifname="
                                IF_QEMU "%s ", arg ? (const char *)arg : "");
+    }
+    g_test_queue_destroy(af_packet_test_cleanup, t);
+    return t;
+}
+
+/*
+ * As af_packet_test_setup(), with a socket of the test's passed to QEMU
+ * (inherited, as a manager would pass it), so that the test can map the
+ * same receive ring: RING_SIZE bytes, options @arg.
+ */
+static void *af_packet_test_setup_ring(GString *cmd_line, void *arg)
+{
+    AFPacketTest *t = g_new0(AFPacketTest, 1);
+    struct sockaddr_ll sll = {
+        .sll_family = AF_PACKET,
+        .sll_protocol = htons(ETH_P_ALL),
+    };
+
+    t->orig_netns = -1;
+    t->sock = -1;
+    t->ring_fd = -1;
+    t->skip = netns_enter(t);
+    if (t->skip) {
+        g_string_append(cmd_line, " -netdev hubport,hubid=0,id=hs0 ");
+    } else {
+        /* Not close-on-exec: QEMU inherits it */
+        t->ring_fd = socket(AF_PACKET, SOCK_RAW, 0);
+        g_assert_cmpint(t->ring_fd, >=, 0);
+        sll.sll_ifindex = if_nametoindex(IF_QEMU);
+        g_assert_cmpint(bind(t->ring_fd, (struct sockaddr *)&sll,
+                             sizeof(sll)), ==, 0);
+        g_string_append_printf(cmd_line, " -netdev af-packet,id=hs0,fd=%d,"
+                               "rx-ring-size=%d%s ", t->ring_fd, RING_SIZE,
+                               (const char *)arg);
     }
     g_test_queue_destroy(af_packet_test_cleanup, t);
     return t;
@@ -855,6 +1120,356 @@ static void test_errors(void)
     netns_destroy(&t.orig_netns, &t.sock, IF_QEMU);
 }
 
+/*
+ * Options a user or a management tool can get wrong, each refused with a
+ * message that says what is wrong, before anything is allocated: QEMU
+ * goes on, and nothing is left behind.
+ */
+static void test_bad_options(void)
+{
+    AFPacketTest t = { .orig_netns = -1, .sock = -1 };
+    struct sockaddr_ll sll = {
+        .sll_family = AF_PACKET,
+        .sll_protocol = htons(ETH_P_ALL),
+    };
+    bool tun = access("/dev/net/tun", R_OK | W_OK) == 0;
+    QTestState *qts;
+    gint64 start;
+    unsigned int fds;
+    int fd;
+
+    t.skip = netns_enter(&t);
+    if (t.skip) {
+        g_test_skip(t.skip);
+        g_free(t.skip);
+        return;
+    }
+    qts = qtest_init("-M none");
+    fds = count_fds(qtest_pid(qts));
+
+    /* Empty and malformed descriptor lists (a crash before) */
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0', 'fd': '' }",
+                     "af-packet: invalid file descriptor list fd=''");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0', 'fd': ':' }",
+                     "af-packet: invalid file descriptor list fd=':'");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0', 'fds': '' }",
+                     "af-packet: invalid file descriptor list fds=''");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'fds': 'a::b' }",
+                     "af-packet: invalid file descriptor list fds='a::b'");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0', 'fds': 'a:' }",
+                     "af-packet: invalid file descriptor list fds='a:'");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0', 'fds': ':a' }",
+                     "af-packet: invalid file descriptor list fds=':a'");
+
+    /* More queues than a fanout group holds: refused at once */
+    start = g_get_monotonic_time();
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'ifname': '" IF_QEMU "', 'queues': 257 }",
+                     "af-packet: queues must be between 1 and 256");
+    g_assert_cmpint(g_get_monotonic_time() - start, <, G_USEC_PER_SEC);
+
+    /* Interfaces that do not carry Ethernet frames */
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'ifname': 'lo' }",
+                     "af-packet: lo is not an Ethernet interface");
+    if (tun && netns_run("ip tuntap add dev npt0 mode tun")) {
+        netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                         " 'ifname': 'npt0' }",
+                         "af-packet: npt0 is not an Ethernet interface");
+        g_assert_true(netns_run("ip link del npt0"));
+    } else {
+        g_test_message("no tun device: the layer-3 case is not tried");
+    }
+
+    /* A socket bound to one interface, and ifname naming another */
+    fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(fd, >=, 0);
+    sll.sll_ifindex = if_nametoindex(IF_PEER);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sll, sizeof(sll)), ==, 0);
+    getfd(qts, fd, "peerfd");
+    close(fd);
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'fd': 'peerfd', 'ifname': '" IF_QEMU "' }",
+                     "af-packet: a passed socket is bound to " IF_PEER
+                     ", not to ifname=" IF_QEMU);
+
+    /*
+     * TPACKET_V2 frames for an MTU near INT_MAX (an ifb device allows
+     * it): a division by zero before.
+     */
+    if (netns_run("ip link add npi0 type ifb") &&
+        netns_run("ip link set npi0 mtu 2147483647")) {
+        netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                         " 'ifname': 'npi0', 'tpacket-version': 2 }",
+                         "af-packet: the MTU of npi0 (2147483647) needs "
+                         "4294967296-byte TPACKET_V2 frames");
+        netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                         " 'ifname': 'npi0', 'tpacket-version': 2,"
+                         " 'rx-ring-size': 1048576 }",
+                         "more than rx-ring-size (1048576)");
+        netns_run("ip link del npi0");
+    } else {
+        g_test_message("no ifb device: the huge MTU case is not tried");
+    }
+
+    g_assert_cmpuint(count_fds(qtest_pid(qts)), ==, fds);
+    g_assert_cmpint(promiscuity(IF_QEMU), ==, 0);
+    qtest_quit(qts);
+    netns_destroy(&t.orig_netns, &t.sock, IF_QEMU);
+}
+
+/*
+ * Fanout group ids come from the kernel: two multiqueue netdevs on the
+ * same interface, and two whose ids used to collide (g_str_hash("xb") ==
+ * g_str_hash("yA")) on two interfaces, all start, and so does one whose
+ * id another program took first.
+ */
+static void test_fanout_ids(void)
+{
+    AFPacketTest t = { .orig_netns = -1, .sock = -1 };
+    struct sockaddr_ll sll = {
+        .sll_family = AF_PACKET,
+        .sll_protocol = htons(ETH_P_ALL),
+    };
+    QTestState *qts;
+    int fd, val, id;
+
+    t.skip = netns_enter(&t);
+    if (t.skip) {
+        g_test_skip(t.skip);
+        g_free(t.skip);
+        return;
+    }
+    qts = qtest_init("-M none");
+    g_assert_cmpuint(g_str_hash("qxb"), ==, g_str_hash("qyA"));
+
+    /* Another program's group, with the id QEMU used to derive */
+    id = (qtest_pid(qts) ^ g_str_hash("q2")) & 0xffff;
+    fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    g_assert_cmpint(fd, >=, 0);
+    sll.sll_ifindex = if_nametoindex(IF_PEER);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sll, sizeof(sll)), ==, 0);
+    val = id | (PACKET_FANOUT_LB << 16);
+    g_assert_cmpint(setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &val,
+                               sizeof(val)), ==, 0);
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_add', 'arguments': {"
+                             " 'type': 'af-packet', 'id': 'q0',"
+                             " 'ifname': '" IF_QEMU "', 'queues': 2,"
+                             " 'rx-ring-size': 1048576 } }");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_add', 'arguments': {"
+                             " 'type': 'af-packet', 'id': 'q1',"
+                             " 'ifname': '" IF_QEMU "', 'queues': 2,"
+                             " 'rx-ring-size': 1048576 } }");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_add', 'arguments': {"
+                             " 'type': 'af-packet', 'id': 'qxb',"
+                             " 'ifname': '" IF_QEMU "', 'queues': 2,"
+                             " 'rx-ring-size': 1048576 } }");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_add', 'arguments': {"
+                             " 'type': 'af-packet', 'id': 'qyA',"
+                             " 'ifname': '" IF_PEER "', 'queues': 2,"
+                             " 'rx-ring-size': 1048576 } }");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_add', 'arguments': {"
+                             " 'type': 'af-packet', 'id': 'q2',"
+                             " 'ifname': '" IF_PEER "', 'queues': 2,"
+                             " 'rx-ring-size': 1048576 } }");
+
+    close(fd);
+    qtest_quit(qts);
+    netns_destroy(&t.orig_netns, &t.sock, IF_QEMU);
+}
+
+/* ---- a multiqueue device on a machine of its own ---- */
+
+typedef struct MQTest {
+    AFPacketTest t;
+    QOSState *qs;
+    QVirtioPCIDevice *pdev;
+    QVirtQueue *vqs[5];         /* RX 0, TX 0, RX 1, TX 1, control */
+    uint64_t rx_bufs[2];
+} MQTest;
+
+/* UDP frame number @seq, in a flow (source address and port) of its own */
+static size_t make_flow_frame(uint8_t *buf, const uint8_t *dst, uint32_t seq)
+{
+    uint8_t *ip = buf + ETH_HLEN, *udp = ip + 20;
+    size_t len = ETH_ZLEN + 4, i;
+    uint32_t sum = 0;
+
+    memset(buf, 0, len);
+    memcpy(buf, dst, ETH_ALEN);
+    memcpy(buf + ETH_ALEN, peer_mac, ETH_ALEN);
+    stw_be_p(buf + 2 * ETH_ALEN, ETH_P_IP);
+    ip[0] = 0x45;
+    stw_be_p(ip + 2, len - ETH_HLEN);
+    ip[8] = 64;
+    ip[9] = IPPROTO_UDP;
+    stl_be_p(ip + 12, 0x0a010000 + seq);
+    stl_be_p(ip + 16, 0x0a000002);
+    for (i = 0; i < 20; i += 2) {
+        sum += lduw_be_p(ip + i);
+    }
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    stw_be_p(ip + 10, ~sum);
+    stw_be_p(udp, 1024 + seq);
+    stw_be_p(udp + 2, TEST_ETHERTYPE);
+    stw_be_p(udp + 4, len - ETH_HLEN - 20);
+    stl_be_p(buf + FLOW_HDRS, seq);
+    return len;
+}
+
+/* Set @pairs queue pairs through the control queue. */
+static void mq_set_pairs(MQTest *m, uint16_t pairs)
+{
+    QTestState *qts = m->t.qts;
+    QVirtQueue *vq = m->vqs[4];
+    uint8_t req[4] = { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET };
+    uint64_t addr = guest_alloc(m->t.alloc, sizeof(req) + 1);
+    gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
+    uint32_t head;
+
+    stw_le_p(req + 2, pairs);
+    qtest_memwrite(qts, addr, req, sizeof(req));
+    qtest_writeb(qts, addr + sizeof(req), 0xff);
+    head = qvirtqueue_add(qts, vq, addr, sizeof(req), false, true);
+    qvirtqueue_add(qts, vq, addr + sizeof(req), 1, true, false);
+    qvirtqueue_kick(qts, &m->pdev->vdev, vq, head);
+    while (!qvirtqueue_get_buf(qts, vq, NULL, NULL)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(100);
+    }
+    g_assert_cmpint(qtest_readb(qts, addr + sizeof(req)), ==, VIRTIO_NET_OK);
+    guest_free(m->t.alloc, addr);
+}
+
+/*
+ * Send FLOW_FRAMES frames, one flow each, numbered from @base, and take
+ * them from both receive queues: every one must come, once.  Returns in
+ * @count how many each pair got.
+ */
+static void mq_flows(MQTest *m, uint32_t base, unsigned int count[2])
+{
+    gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
+    uint8_t buf[MAX_FRAME];
+    bool seen[FLOW_FRAMES] = { false };
+    unsigned int received = 0, p;
+    uint32_t i, desc, len, seq;
+    size_t n;
+
+    count[0] = count[1] = 0;
+    for (i = 0; i < FLOW_FRAMES; i++) {
+        n = make_flow_frame(buf, m->t.mac, base + i);
+        g_assert_cmpint(send(m->t.sock, buf, n, 0), ==, n);
+    }
+    while (received < FLOW_FRAMES) {
+        if (g_get_monotonic_time() > deadline) {
+            g_test_message("frames per queue pair: %u %u, %u missing",
+                           count[0], count[1], FLOW_FRAMES - received);
+            g_assert_not_reached();
+        }
+        for (p = 0; p < 2; p++) {
+            if (!qvirtqueue_get_buf(m->t.qts, m->vqs[2 * p], &desc, &len)) {
+                continue;
+            }
+            g_assert_cmpuint(len, >=, m->t.hdr_len + FLOW_HDRS + 4);
+            qtest_memread(m->t.qts, m->rx_bufs[p] + (uint64_t)desc * BUF_SIZE +
+                          m->t.hdr_len + FLOW_HDRS, buf, 4);
+            seq = ldl_be_p(buf) - base;
+            g_assert_cmpuint(seq, <, FLOW_FRAMES);
+            g_assert_false(seen[seq]);
+            seen[seq] = true;
+            count[p]++;
+            received++;
+        }
+        g_usleep(100);
+    }
+    g_test_message("frames per queue pair: %u %u", count[0], count[1]);
+}
+
+/*
+ * queues=2 under a device with two queue pairs whose guest uses one (it
+ * never asks for more, as with one vCPU): every flow comes to pair 0,
+ * none waits in the socket of the disabled pair.  With both pairs, flows
+ * spread again; with one, they come back to pair 0.
+ */
+static void test_mq_steer(void)
+{
+    MQTest m = { .t = { .orig_netns = -1, .sock = -1 } };
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(MQ_SLOT, 0) };
+    QVirtioDevice *vdev;
+    uint64_t features;
+    unsigned int count[2], i, p;
+
+    m.t.skip = netns_enter(&m.t);
+    if (m.t.skip) {
+        g_test_skip(m.t.skip);
+        g_free(m.t.skip);
+        return;
+    }
+    m.qs = qtest_pc_boot("-netdev af-packet,id=hs0,ifname=" IF_QEMU
+                         ",queues=2 -device virtio-net-pci,netdev=hs0,"
+                         "mq=on,vectors=6,addr=%d", MQ_SLOT);
+    m.t.qts = m.qs->qts;
+    m.t.alloc = &m.qs->alloc;
+    m.pdev = virtio_pci_new(m.qs->pcibus, &addr);
+    g_assert_nonnull(m.pdev);
+    vdev = &m.pdev->vdev;
+    qvirtio_pci_device_enable(m.pdev);
+    qvirtio_start_device(vdev);
+    features = qvirtio_get_features(vdev) &
+               ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MAC) |
+                (1ull << VIRTIO_NET_F_MRG_RXBUF) |
+                (1ull << VIRTIO_NET_F_CTRL_VQ) | (1ull << VIRTIO_NET_F_MQ));
+    g_assert_cmphex(features & (1ull << VIRTIO_NET_F_MQ), !=, 0);
+    qvirtio_set_features(vdev, features);
+    g_assert_cmpuint(qvirtio_config_readw(vdev, 8), ==, 2);
+    for (i = 0; i < 5; i++) {
+        m.vqs[i] = qvirtqueue_setup(vdev, m.t.alloc, i);
+    }
+    qvirtio_set_driver_ok(vdev);
+    m.t.hdr_len = sizeof(struct virtio_net_hdr_mrg_rxbuf);
+    for (i = 0; i < ETH_ALEN; i++) {
+        m.t.mac[i] = qvirtio_config_readb(vdev, i);
+    }
+    for (p = 0; p < 2; p++) {
+        QVirtQueue *vq = m.vqs[2 * p];
+        uint32_t head;
+
+        m.rx_bufs[p] = guest_alloc(m.t.alloc, vq->size * BUF_SIZE);
+        for (i = 0; i < vq->size; i++) {
+            head = qvirtqueue_add(m.t.qts, vq, m.rx_bufs[p] + i * BUF_SIZE,
+                                  BUF_SIZE, true, false);
+            qvirtqueue_kick(m.t.qts, vdev, vq, head);
+        }
+    }
+    m.t.sock = netns_peer_socket(IF_PEER);
+
+    /* One pair, as after the driver started */
+    mq_flows(&m, 0, count);
+    g_assert_cmpuint(count[0], ==, FLOW_FRAMES);
+
+    mq_set_pairs(&m, 2);
+    mq_flows(&m, FLOW_FRAMES, count);
+    g_assert_cmpuint(count[0], >, 0);
+    g_assert_cmpuint(count[1], >, 0);
+
+    mq_set_pairs(&m, 1);
+    mq_flows(&m, 2 * FLOW_FRAMES, count);
+    g_assert_cmpuint(count[0], ==, FLOW_FRAMES);
+
+    for (i = 0; i < 5; i++) {
+        qvirtqueue_cleanup(vdev->bus, m.vqs[i], m.t.alloc);
+    }
+    guest_free(m.t.alloc, m.rx_bufs[0]);
+    guest_free(m.t.alloc, m.rx_bufs[1]);
+    qos_object_destroy(&m.pdev->obj);
+    qtest_shutdown(m.qs);
+    netns_destroy(&m.t.orig_netns, &m.t.sock, IF_QEMU);
+}
+
 static void register_af_packet_test(void)
 {
     QOSGraphTestOptions opts = {
@@ -868,6 +1483,7 @@ static void register_af_packet_test(void)
     qos_add_test("af-packet/stats", "virtio-net", test_stats, &opts);
     qos_add_test("af-packet/link", "virtio-net", test_link, &opts);
     qos_add_test("af-packet/ifdel", "virtio-net", test_ifdel, &opts);
+    qos_add_test("af-packet/link-down", "virtio-net", test_link_down, &opts);
     opts.arg = (gpointer)",promisc=off";
     qos_add_test("af-packet/promisc-off", "virtio-net", test_promisc_off,
                  &opts);
@@ -886,7 +1502,23 @@ static void register_af_packet_test(void)
     opts.arg = (gpointer)",tpacket-version=2,vnet-hdr=on";
     qos_add_test("af-packet/rx-v2-vnet-hdr", "virtio-net", test_rx, &opts);
 
+    opts.arg = (gpointer)",tpacket-version=2 -object iothread,id=io0,"
+               "poll-max-ns=100000000 -global virtio-net-pci.iothread=io0";
+    qos_add_test("af-packet/tx-pushback", "virtio-net", test_tx_pushback,
+                 &opts);
+
+    opts.before = af_packet_test_setup_ring;
+    opts.arg = (gpointer)",tpacket-version=2";
+    qos_add_test("af-packet/bad-ring-v2", "virtio-net", test_bad_ring_v2,
+                 &opts);
+    opts.arg = (gpointer)",rx-retire-timeout=" stringify(RING_TIMEOUT_MS);
+    qos_add_test("af-packet/bad-ring-v3", "virtio-net", test_bad_ring_v3,
+                 &opts);
+
     qtest_add_func("af-packet/errors", test_errors);
+    qtest_add_func("af-packet/bad-options", test_bad_options);
+    qtest_add_func("af-packet/fanout-ids", test_fanout_ids);
+    qtest_add_func("af-packet/mq-steer", test_mq_steer);
 }
 
 libqos_init(register_af_packet_test);
