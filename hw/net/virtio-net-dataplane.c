@@ -110,6 +110,7 @@ struct VirtIONetDataPlane {
     unsigned int nqp;           /* queue pairs */
     VirtIONetDPQueue **qs;
     bool started;
+    QEMUBH *restart_bh;         /* back to the IOThreads after a feature write */
 };
 
 typedef enum VNDPTxResult {
@@ -202,13 +203,19 @@ static void vndp_tx_hold(VirtIONetDPQueue *dq)
     }
 }
 
+/* What one run of vndp_tx_run() may send before it yields */
+typedef struct VNDPTxBudget {
+    unsigned int packets;
+    size_t bytes;
+} VNDPTxBudget;
+
 /*
- * Send what the guest queued, up to the budget.  The used entries are
- * filled; the caller flushes them.
+ * Send what the guest queued, within what is left of @budget.  The used
+ * entries are filled; the caller flushes them.
  *
  * Context: dq->ctx
  */
-static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
+static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq, VNDPTxBudget *budget)
 {
     VirtIONet *n = dq->dp->n;
     VirtQueue *vq = dq->q->tx_vq;
@@ -222,7 +229,8 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
         struct iovec *sg;
         int sg_num;
 
-        if (count >= VNDP_TX_BUDGET_PACKETS || bytes >= VNDP_TX_BUDGET_BYTES) {
+        if (budget->packets >= VNDP_TX_BUDGET_PACKETS ||
+            budget->bytes >= VNDP_TX_BUDGET_BYTES) {
             ret = VNDP_TX_BUDGET;
             break;
         }
@@ -238,13 +246,16 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
             ret = VNDP_TX_BROKEN;
             break;
         }
+        budget->packets++;
         if (sg_num > 0) {
             size_t len = iov_size(sg, sg_num) - n->host_hdr_len;
 
+            budget->bytes += len;
             if (qemu_sendv_packet_async(nc, sg, sg_num,
                                         vndp_tx_complete) == 0) {
                 /* Queued in the backend: completes in vndp_tx_complete() */
                 dq->q->async_tx.elem = elem;
+                dq->tx_in_backend = true;
                 vndp_count(dq, VNDP_TX_BACKEND_BUSY, 1);
                 ret = VNDP_TX_BUSY;
                 break;
@@ -273,12 +284,19 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq)
  * used entries may wait (vndp_tx_hold()); vndp_tx_poll_end() flushes
  * them and turns notifications on again.
  *
+ * One budget bounds the whole run, the rounds that the re-check starts
+ * included, as vhost-net's weight does: a guest that keeps adding frames
+ * a few at a time cannot hold the AioContext, and with it every pause
+ * that the main loop waits for under the BQL.  A spent budget yields to
+ * the AioContext and goes on from a bottom half.
+ *
  * Context: dq->ctx
  */
 static void vndp_tx_run(VirtIONetDPQueue *dq)
 {
     VirtQueue *vq = dq->q->tx_vq;
     VirtIODevice *vdev = VIRTIO_DEVICE(dq->dp->n);
+    VNDPTxBudget budget = { 0 };
 
     if (!dq->attached || dq->q->async_tx.elem || !virtio_queue_ready(vq)) {
         return;
@@ -300,7 +318,7 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
 
     for (;;) {
         virtio_queue_set_notification(vq, 0);
-        switch (vndp_tx_round(dq)) {
+        switch (vndp_tx_round(dq, &budget)) {
         case VNDP_TX_BUDGET:
             vndp_tx_flush(dq);
             vndp_count(dq, VNDP_TX_BUDGET_EXHAUSTED, 1);
@@ -344,6 +362,7 @@ static void vndp_tx_complete(NetClientState *nc, ssize_t len)
     vndp_tx_flush(dq);
     g_free(q->async_tx.elem);
     q->async_tx.elem = NULL;
+    dq->tx_in_backend = false;
 
     if (len > 0) {
         vndp_count(dq, VNDP_TX_PACKETS, 1);
@@ -579,12 +598,18 @@ static void vndp_attach(VirtIONetDPQueue *dq)
     assert(!dq->attached);
     trace_virtio_net_dp_attach(dq->dp->n, dq->index, dq->ctx);
 
-    /* Whatever the main loop had going for this pair ends here */
+    /*
+     * Whatever the main loop had going for this pair ends here.  A frame
+     * that the main loop's TX path left in the backend completes through
+     * virtio-net.c's callback, which must not run in the IOThread: it
+     * goes now.  One of ours stays where it is, whatever paused the pair,
+     * and completes in vndp_tx_complete() wherever the backend runs.
+     */
     if (q->tx_bh) {
         qemu_bh_cancel(q->tx_bh);
     }
     q->tx_waiting = 0;
-    if (q->async_tx.elem) {
+    if (q->async_tx.elem && !dq->tx_in_backend) {
         qemu_flush_or_purge_queued_packets(nc->peer, true);
     }
 
@@ -851,6 +876,112 @@ static void virtio_net_dataplane_stop(VirtIODevice *vdev)
     k->set_guest_notifiers(qbus->parent, nvqs, false);
 }
 
+/* ---- what the driver changes under running queues ---- */
+
+/*
+ * The driver rewrites the features of a running device (legacy: at any
+ * time; virtio 1: after clearing FEATURES_OK).  virtio_net_set_features()
+ * changes header lengths and queue counts that the IOThreads read, and
+ * virtio core the features themselves after it: the queue pairs go back
+ * to the main loop now and return to their IOThreads from a bottom half,
+ * once all of that is done.
+ *
+ * Context: BQL held
+ */
+void virtio_net_dataplane_set_features(VirtIONet *n)
+{
+    VirtIONetDataPlane *dp = n->dataplane;
+
+    if (!dp || !dp->started) {
+        return;
+    }
+    trace_virtio_net_dp_features(n);
+    virtio_net_dataplane_stop(VIRTIO_DEVICE(n));
+    qemu_bh_schedule(dp->restart_bh);
+}
+
+/* Context: BQL held (main loop bottom half) */
+static void vndp_restart_bh(void *opaque)
+{
+    VirtIONet *n = opaque;
+    VirtioBusState *bus = VIRTIO_BUS(qdev_get_parent_bus(DEVICE(n)));
+
+    /* Unless the transport stopped ioeventfd meanwhile (status, reset...) */
+    if (bus->ioeventfd_started && !bus->ioeventfd_grabbed &&
+        !n->dataplane->started) {
+        virtio_net_dataplane_start(VIRTIO_DEVICE(n));
+    }
+}
+
+/* The pair of data virtqueue @vq_index, NULL for the control queue */
+static VirtIONetDPQueue *vndp_vq_pair(VirtIONet *n, uint32_t vq_index)
+{
+    VirtIONetDataPlane *dp = n->dataplane;
+
+    if (!dp || vq_index >= 2 * dp->nqp) {
+        return NULL;
+    }
+    return dp->qs[vq_index / 2];
+}
+
+/*
+ * The driver resets virtqueue @vq_index (VIRTIO_F_RING_RESET; Linux does
+ * for ethtool -G).  Its pair stays paused until the driver enables the
+ * queue again or resets the device, so that neither upstream's
+ * __virtio_queue_reset() nor the new ring the driver sets up meets the
+ * IOThread half done.
+ *
+ * Context: BQL held
+ */
+void virtio_net_dataplane_queue_reset(VirtIONet *n, uint32_t vq_index)
+{
+    VirtIONetDPQueue *dq = vndp_vq_pair(n, vq_index);
+
+    if (!dq) {
+        return;
+    }
+    if (!dq->vqs_reset) {
+        qemu_net_client_drained_begin(vndp_nc(dq));
+    }
+    dq->vqs_reset |= 1u << (vq_index % 2);
+}
+
+/* Context: BQL held */
+void virtio_net_dataplane_queue_enable(VirtIONet *n, uint32_t vq_index)
+{
+    VirtIONetDPQueue *dq = vndp_vq_pair(n, vq_index);
+    unsigned int bit = 1u << (vq_index % 2);
+
+    if (!dq || !(dq->vqs_reset & bit)) {
+        return;
+    }
+    dq->vqs_reset &= ~bit;
+    if (!dq->vqs_reset) {
+        qemu_net_client_drained_end(vndp_nc(dq));
+    }
+}
+
+/*
+ * Device reset or unplug: queues that the driver reset are reset with the
+ * rest, and their pairs run again when the driver starts the device.
+ *
+ * Context: BQL held
+ */
+void virtio_net_dataplane_reset(VirtIONet *n)
+{
+    VirtIONetDataPlane *dp = n->dataplane;
+
+    if (!dp) {
+        return;
+    }
+    for (unsigned int i = 0; i < dp->nqp; i++) {
+        if (dp->qs[i]->vqs_reset) {
+            dp->qs[i]->vqs_reset = 0;
+            qemu_net_client_drained_end(vndp_nc(dp->qs[i]));
+        }
+    }
+}
+
 /* Context: class init */
 void virtio_net_dataplane_class_init(VirtioDeviceClass *vdc)
 {
@@ -998,6 +1129,8 @@ bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
         dq->rx_resume_bh = aio_bh_new(dq->ctx, vndp_rx_resume_bh, dq);
         dp->qs[i] = dq;
     }
+    dp->restart_bh = qemu_bh_new_guarded(vndp_restart_bh, n,
+                                         &DEVICE(n)->mem_reentrancy_guard);
     n->dataplane = dp;
 
     /*
@@ -1038,10 +1171,17 @@ void virtio_net_dataplane_unrealize(VirtIONet *n)
         return;
     }
     assert(!dp->started);
+    virtio_net_dataplane_reset(n);
     for (unsigned int i = 0; i < dp->nqp; i++) {
         VirtIONetDPQueue *dq = dp->qs[i];
 
         assert(!dq->attached);
+        /*
+         * A frame of ours that the backend still holds (an unplug without
+         * reset) completes now, while the state it completes into exists,
+         * rather than in virtio_net_del_queue()'s purge.
+         */
+        qemu_purge_queued_packets(vndp_nc(dq));
         qemu_net_pair_bind(qemu_get_subqueue(n->nic, i), NULL);
         n->vqs[i].dp = NULL;
         qemu_bh_delete(dq->tx_bh);
@@ -1049,6 +1189,7 @@ void virtio_net_dataplane_unrealize(VirtIONet *n)
         qemu_bh_delete(dq->rx_resume_bh);
         g_free(dq);
     }
+    qemu_bh_delete(dp->restart_bh);
     g_free(dp->qs);
     g_free(dp);
     n->dataplane = NULL;

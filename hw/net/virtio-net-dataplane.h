@@ -39,6 +39,8 @@ struct VirtIONetDPQueue {
     bool attached;              /* running in ctx (set with the BQL) */
     bool resume;                /* attach again at the end of a drain */
     bool tx_polling;            /* ctx polls the TX queue: no kicks */
+    bool tx_in_backend;         /* q->async_tx.elem is ours, in the backend */
+    unsigned int vqs_reset;     /* RX (bit 0), TX (bit 1) reset by the driver */
     unsigned int tx_unflushed;  /* TX used entries filled, not flushed */
     int64_t tx_hold_deadline;   /* flush them by then, 0: none held */
     unsigned int rx_unflushed;  /* RX used entries filled, not flushed */
@@ -76,6 +78,18 @@ void virtio_net_dataplane_class_init(VirtioDeviceClass *vdc);
 void virtio_net_dataplane_drained_begin(NetClientState *nc);
 void virtio_net_dataplane_drained_end(NetClientState *nc);
 void virtio_net_dataplane_get_stats(NetClientState *nc, NetStatsBuilder *b);
+
+/*
+ * What the driver changes under running queues: a feature write, a
+ * virtqueue reset and enable, a device reset.  Each pauses the pairs it
+ * affects for as long as needed.
+ *
+ * Context: BQL held
+ */
+void virtio_net_dataplane_set_features(VirtIONet *n);
+void virtio_net_dataplane_queue_reset(VirtIONet *n, uint32_t vq_index);
+void virtio_net_dataplane_queue_enable(VirtIONet *n, uint32_t vq_index);
+void virtio_net_dataplane_reset(VirtIONet *n);
 
 /* Quiesce every queue pair, e.g. around a control command */
 void virtio_net_dataplane_drained_begin_all(VirtIONet *n);

@@ -48,6 +48,7 @@
 #include "qobject/qlist.h"
 #include "standard-headers/linux/virtio_config.h"
 #include "standard-headers/linux/virtio_net.h"
+#include "standard-headers/linux/virtio_pci.h"
 #include "standard-headers/linux/virtio_ring.h"
 #include "libqos/libqos-pc.h"
 #include "libqos/qgraph.h"
@@ -76,6 +77,8 @@
 #define MQ_FRAMES       64
 #define CTRL_FRAMES     8           /* per pair and direction in bad-ctrl */
 #define FLOWS           16384       /* distinct source ports */
+#define CHURN_US        (3 * G_USEC_PER_SEC)    /* features, queue resets */
+#define PAUSES          8           /* control commands while busy */
 
 /* Frame numbers of a later phase: frames below it may still come late */
 #define NEXT_PHASE      1000000
@@ -85,13 +88,17 @@
 /* The eject register of the ACPI PCI hotplug block of PC machines */
 #define ACPI_PCIHP_EJ   (0xae00 + 0x0008)
 
-/* The guest features these tests drive: no offloads, no EVENT_IDX */
+/*
+ * The guest features these tests drive: no offloads, no EVENT_IDX; queue
+ * reset for the test that uses it
+ */
 #define DP_FEATURES     ((1ull << VIRTIO_F_VERSION_1) | \
                          (1ull << VIRTIO_NET_F_MAC) | \
                          (1ull << VIRTIO_NET_F_STATUS) | \
                          (1ull << VIRTIO_NET_F_MRG_RXBUF) | \
                          (1ull << VIRTIO_NET_F_CTRL_VQ) | \
-                         (1ull << VIRTIO_NET_F_MQ))
+                         (1ull << VIRTIO_NET_F_MQ) | \
+                         (1ull << VIRTIO_F_RING_RESET))
 
 static const uint8_t peer_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x01 };
 
@@ -1832,6 +1839,250 @@ static void test_bad_tx(void *obj, void *data, QGuestAllocator *alloc)
     test_end(t);
 }
 
+/* ---- what a driver changes under running queues ---- */
+
+/*
+ * Make af-packet's socket push back: a qdisc that sends at @rate holds
+ * the frames, and with them the socket's send buffer.
+ */
+static void slow_qdisc(const char *rate)
+{
+    g_autofree char *cmd =
+        g_strdup_printf("tc qdisc replace dev " IF_QEMU " root tbf rate %s"
+                        " burst 4000 limit 10000000", rate);
+
+    g_assert_true(netns_run(cmd));
+}
+
+/* A device @id in HP_SLOT over af-packet, in io0, started by the driver */
+static DPTest *dp_boot_hotplugged(const char *id)
+{
+    DPTest *t = dp_boot("af-packet", "-object iothread,id=io0"
+                        " -netdev af-packet,id=hs0,ifname=" IF_QEMU);
+
+    if (t) {
+        qtest_qmp_device_add(t->qts, "virtio-net-pci", id,
+                             "{ 'netdev': 'hs0', 'iothread': 'io0',"
+                             " 'addr': %s }", stringify(HP_SLOT));
+        nic_start(t, HP_SLOT, id);
+    }
+    return t;
+}
+
+/*
+ * The guest ejects its device while af-packet holds one of its frames
+ * (the socket pushed back): the frame completes before the queue pair's
+ * state goes, and QEMU goes on.
+ */
+static void test_unplug_busy(void)
+{
+    g_autofree char *nics = NULL;
+    DPTest *t = dp_boot_hotplugged("ub0");
+
+    if (!t) {
+        return;
+    }
+    slow_qdisc("8kbit");
+    tx_send(t, 0, 0, tx_vq(t, 0)->size);
+    wait_stat(t, 0, "tx-backend-busy", 1);
+    unplug(t->qts, "ub0", HP_SLOT);
+    nic_end(t);
+
+    g_assert_true(query_running(t->qts));
+    nics = dp_nics(t->qts);
+    g_assert_cmpstr(nics, ==, "");
+    dp_shutdown(t);
+}
+
+/*
+ * Pauses of the queue pair (control commands) while af-packet pushes back
+ * drop nothing: every frame leaves, in order, and is counted as sent.
+ */
+static void test_pause_busy(void)
+{
+    uint8_t promisc[3] = { VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC };
+    DPTest *t = dp_boot_hotplugged("pb0");
+    unsigned int i, n;
+
+    if (!t) {
+        return;
+    }
+    n = tx_vq(t, 0)->size;
+    slow_qdisc("1mbit");
+    tx_send(t, 0, 0, n);
+    wait_stat(t, 0, "tx-backend-busy", 1);
+    for (i = 0; i < PAUSES; i++) {
+        promisc[2] = i & 1;
+        g_assert_cmpint(ctrl_cmd(t, promisc, sizeof(promisc), 2, true), ==,
+                        VIRTIO_NET_OK);
+    }
+    tx_wait(t, 0);
+    for (i = 0; i < n; i++) {
+        peer_expect(t, i);
+    }
+    g_test_message("%" PRId64 " times busy",
+                   get_stat(t, 0, "tx-backend-busy"));
+    g_assert_cmpint(get_stat(t, 0, "tx-dropped"), ==, 0);
+    g_assert_cmpint(wait_stat(t, 0, "tx-packets", n), ==, n);
+    dp_shutdown(t);
+}
+
+/*
+ * Keep both directions of pair 0 busy for one step: give back the used
+ * receive buffers, take the used transmit buffers, queue more frames.
+ * Frames are not checked: the driver is changing their layout.
+ */
+static void churn(DPTest *t, uint32_t *seq)
+{
+    DPPair *p = &t->pair[0];
+    uint32_t desc, len;
+
+    while (qvirtqueue_get_buf(t->qts, rx_vq(t, 0), &desc, &len)) {
+        p->rx_posted--;
+    }
+    rx_fill(t, 0);
+    while (qvirtqueue_get_buf(t->qts, tx_vq(t, 0), &desc, &len)) {
+        p->tx_pending--;
+    }
+    if (p->tx_pending + 8 <= tx_vq(t, 0)->size) {
+        tx_send(t, 0, *seq, 8);
+        *seq += 8;
+    }
+}
+
+/*
+ * After churn(): reset the device, set it up again and check that
+ * traffic flows both ways.
+ */
+static void restart_and_check(DPTest *t)
+{
+    unsigned int i;
+
+    qvirtio_reset(t->vdev);
+    for (i = 0; i < t->nvqs; i++) {
+        qvirtqueue_cleanup(t->vdev->bus, t->vqs[i], t->alloc);
+    }
+    qvirtio_set_acknowledge(t->vdev);
+    qvirtio_set_driver(t->vdev);
+    nic_setup(t);
+    t->pair[0].rx_posted = 0;
+    t->pair[0].tx_pending = 0;
+    t->stale_below = NEXT_PHASE;
+    exchange(t, NEXT_PHASE, 2 * NEXT_PHASE, STATS_FRAMES);
+}
+
+/*
+ * A legacy driver rewrites the features of the running device, over and
+ * over, while frames flow both ways on pair 0: the header length changes
+ * with VIRTIO_NET_F_MRG_RXBUF, and VIRTIO_NET_F_MQ deletes and adds pair
+ * 1's virtqueues, all under the IOThreads' feet unless the pairs go back
+ * to the main loop for it.  QEMU goes on and the device works after a
+ * reset.
+ */
+static void test_features(void)
+{
+    static const uint64_t flip[] = {
+        0, 1ull << VIRTIO_NET_F_MRG_RXBUF, 1ull << VIRTIO_NET_F_MQ,
+        (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_NET_F_MQ),
+    };
+    Injector inj;
+    uint64_t features;
+    uint32_t seq = 0;
+    unsigned int flips = 0;
+    gint64 end;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU ",queues=2,"
+                "vnet-hdr=on"
+                " -device virtio-net-pci,id=ft0,netdev=hs0,iothread=io0,"
+                "disable-modern=on,mq=on,vectors=6,addr=%d", HP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "ft0");
+    g_assert_cmpuint(t->pairs, ==, 2);
+    g_assert_false(t->vdev->features & (1ull << VIRTIO_F_VERSION_1));
+    features = t->vdev->features;
+    g_assert_true(features & (1ull << VIRTIO_NET_F_MRG_RXBUF));
+    ctrl_mq(t, 2);
+
+    injector_start(&inj, t, 0);
+    end = g_get_monotonic_time() + CHURN_US;
+    while (g_get_monotonic_time() < end) {
+        churn(t, &seq);
+        qvirtio_set_features(t->vdev, features ^ flip[++flips % 4]);
+    }
+    injector_stop(&inj);
+    g_test_message("%u feature writes, %u frames queued", flips, seq);
+    g_assert_true(query_running(t->qts));
+
+    restart_and_check(t);
+    dp_shutdown(t);
+}
+
+/* Reset virtqueue @index and give it a new ring (VIRTIO_F_RING_RESET) */
+static void vq_reset(DPTest *t, unsigned int index)
+{
+    QVirtioPCIDevice *dev = container_of(t->vdev, QVirtioPCIDevice, vdev);
+
+    qpci_io_writew(dev->pdev, dev->bar, dev->common_cfg_offset +
+                   offsetof(struct virtio_pci_common_cfg, queue_select),
+                   index);
+    qpci_io_writew(dev->pdev, dev->bar, dev->common_cfg_offset +
+                   offsetof(struct virtio_pci_modern_common_cfg, queue_reset),
+                   1);
+    qvirtqueue_cleanup(t->vdev->bus, t->vqs[index], t->alloc);
+    t->vqs[index] = qvirtqueue_setup(t->vdev, t->alloc, index);
+}
+
+/*
+ * The driver resets its queues one at a time and sets them up again, as
+ * Linux does for ethtool -G, while frames flow both ways: each pause
+ * lasts from the reset to the new ring.  QEMU goes on, the device is not
+ * broken, and it works after a reset.
+ */
+static void test_queue_reset(void)
+{
+    Injector inj;
+    uint32_t seq = 0;
+    unsigned int resets = 0;
+    gint64 end;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -device virtio-net-pci,id=qr0,netdev=hs0,iothread=io0,"
+                "addr=%d", HP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "qr0");
+    g_assert_true(t->vdev->features & (1ull << VIRTIO_F_RING_RESET));
+
+    injector_start(&inj, t, 0);
+    end = g_get_monotonic_time() + CHURN_US;
+    while (g_get_monotonic_time() < end) {
+        unsigned int index = resets++ & 1;
+
+        churn(t, &seq);
+        vq_reset(t, index);
+        if (index == 0) {
+            t->pair[0].rx_posted = 0;
+        } else {
+            t->pair[0].tx_pending = 0;
+        }
+    }
+    injector_stop(&inj);
+    g_test_message("%u queue resets, %u frames queued", resets, seq);
+    g_assert_true(query_running(t->qts));
+    g_assert_cmphex(t->vdev->bus->get_status(t->vdev) &
+                    VIRTIO_CONFIG_S_NEEDS_RESET, ==, 0);
+
+    restart_and_check(t);
+    dp_shutdown(t);
+}
+
 static void register_virtio_net_dataplane_test(void)
 {
     static const char *const backends[] = { "af-packet", "tap" };
@@ -1867,6 +2118,10 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/multiqueue", test_multiqueue);
     qtest_add_func("virtio-net-dataplane/errors", test_errors);
     qtest_add_func("virtio-net-dataplane/bad-ctrl", test_bad_ctrl);
+    qtest_add_func("virtio-net-dataplane/unplug-busy", test_unplug_busy);
+    qtest_add_func("virtio-net-dataplane/pause-busy", test_pause_busy);
+    qtest_add_func("virtio-net-dataplane/features", test_features);
+    qtest_add_func("virtio-net-dataplane/queue-reset", test_queue_reset);
 }
 
 libqos_init(register_virtio_net_dataplane_test);
