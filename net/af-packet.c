@@ -88,6 +88,8 @@ typedef struct AFPacketState {
     bool tx_ready;              /* io_poll found the socket writable */
     bool fanout;                /* in the netdev's fanout group */
     bool queue_disabled;        /* the device disabled this queue */
+    bool spoofchk;              /* guest frames only from the device's MAC */
+    bool trust;                 /* the guest may receive for other MACs */
     unsigned int mtu;
     NetOffloads offloads;
 
@@ -539,7 +541,50 @@ static void af_packet_ring_skip(AFPacketState *s)
 }
 
 /*
- * Whether the guest can take @h: runts, frames the ring truncated, frames
+ * Isolation on a shared interface, as an SR-IOV VF has it by default
+ * (spoofchk on, trust off): the MAC address the device was given (its
+ * "mac" property, not one the guest set later) is the only one the guest
+ * may send from, and the only unicast address it receives from, whatever
+ * it asks of its device (promiscuous mode, another MAC).  Broadcast and
+ * multicast go to the device, whose own filter applies the guest's
+ * multicast list.  A peer that is not a NIC (a hub) has no MAC to hold the
+ * guest to: nothing is filtered.
+ *
+ * Context: backend
+ */
+static const uint8_t *af_packet_nic_mac(AFPacketState *s)
+{
+    NetClientState *peer = s->nc.peer;
+
+    if (!peer || peer->info->type != NET_CLIENT_DRIVER_NIC) {
+        return NULL;
+    }
+    return qemu_get_nic(peer)->conf->macaddr.a;
+}
+
+/* Whether @frame is for the device's MAC (or a group).  Context: backend */
+static bool af_packet_for_nic(AFPacketState *s, const uint8_t *frame)
+{
+    const uint8_t *mac = af_packet_nic_mac(s);
+
+    return (frame[0] & 1) || !mac || !memcmp(frame, mac, ETH_ALEN);
+}
+
+/* Whether a guest frame comes from the device's MAC.  Context: backend */
+static bool af_packet_from_nic(AFPacketState *s, const struct iovec *iov,
+                               int iovcnt, size_t hdr_len)
+{
+    const uint8_t *mac = af_packet_nic_mac(s);
+    uint8_t src[ETH_ALEN];
+
+    return !mac ||
+           (iov_to_buf(iov, iovcnt, hdr_len + ETH_ALEN, src, ETH_ALEN) ==
+            ETH_ALEN && !memcmp(src, mac, ETH_ALEN));
+}
+
+/*
+ * Whether the guest can take @h: frames for a MAC other than the device's
+ * (unless trust=on), runts, frames the ring truncated, frames
  * above the MTU that the kernel did not describe as GSO, and GSO frames
  * the guest did not negotiate are dropped and counted, never delivered
  * cut short.
@@ -559,6 +604,11 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
     if (caplen < len) {
         af_packet_count(&s->stats.rx_truncated, 1);
         trace_af_packet_rx_drop(s->nc.name, "truncated", len);
+        return false;
+    }
+    if (!s->trust && !af_packet_for_nic(s, frame)) {
+        af_packet_count(&s->stats.rx_filtered, 1);
+        trace_af_packet_rx_drop(s->nc.name, "filtered", len);
         return false;
     }
     if (s->vnet_hdr) {
@@ -848,6 +898,10 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
         trace_af_packet_tx_error(s->nc.name, EINVAL);
         return size;
     }
+    if (s->spoofchk && !af_packet_from_nic(s, iov, iovcnt, hdr_len)) {
+        af_packet_count(&s->stats.tx_spoofed, 1);
+        return size;
+    }
     if (s->tx_count == 0) {
         struct msghdr msg = {
             .msg_iov = (struct iovec *)iov,
@@ -1114,10 +1168,12 @@ static void af_packet_net_stats(NetClientState *nc, NetStatsBuilder *b)
     net_stats_add(b, "rx-link-down", st.rx_link_down);
     net_stats_add(b, "rx-runt", st.rx_runt);
     net_stats_add(b, "rx-bad-ring", st.rx_bad_ring);
+    net_stats_add(b, "rx-filtered", st.rx_filtered);
     net_stats_add(b, "tx-packets", st.tx_packets);
     net_stats_add(b, "tx-bytes", st.tx_bytes);
     net_stats_add(b, "tx-errors", st.tx_errors);
     net_stats_add(b, "tx-busy", st.tx_busy);
+    net_stats_add(b, "tx-spoofed", st.tx_spoofed);
 }
 
 static NetClientInfo net_af_packet_info = {
@@ -1807,6 +1863,8 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         s->ctx = iohandler_get_aio_context();
         s->mtu = c.mtu;
         s->vnet_hdr = opts->has_vnet_hdr && opts->vnet_hdr;
+        s->spoofchk = !opts->has_spoofchk || opts->spoofchk;
+        s->trust = opts->has_trust && opts->trust;
         s->frames = c.tpacket_version == 2;
         if (fds) {
             s->fd = fds[i];

@@ -22,10 +22,12 @@ typedef struct AFPacketStats {
     uint64_t rx_link_down;  /* frames read while the peer's link was down */
     uint64_t rx_runt;       /* frames shorter than an Ethernet header */
     uint64_t rx_bad_ring;   /* ring frames or blocks with bad headers */
+    uint64_t rx_filtered;   /* unicast for another MAC (trust=off) */
     uint64_t tx_packets;
     uint64_t tx_bytes;
     uint64_t tx_errors;     /* frames the kernel refused, or malformed */
     uint64_t tx_busy;       /* times the socket could not take more */
+    uint64_t tx_spoofed;    /* guest frames from another MAC (spoofchk=on) */
 } AFPacketStats;
 
 /* Context: BQL held */

@@ -66,6 +66,9 @@
 
 static const uint8_t peer_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x01 };
 static const uint8_t other_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x99 };
+static const uint8_t bcast_mac[ETH_ALEN] = {
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+};
 
 typedef struct AFPacketTest {
     int orig_netns;         /* namespace to go back to, or -1 */
@@ -167,15 +170,16 @@ static size_t inject(AFPacketTest *t, const uint8_t *dst, uint32_t seq,
     return len;
 }
 
-/* Wait for frame @seq, sent by the guest, on IF_PEER. */
-static void peer_expect(AFPacketTest *t, uint32_t seq, size_t len)
+/* Wait for frame @seq, sent by the guest from @src, on IF_PEER. */
+static void peer_expect_from(AFPacketTest *t, const uint8_t *src,
+                             uint32_t seq, size_t len)
 {
     gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
     uint8_t want[MAX_FRAME], got[BUF_SIZE];
     struct pollfd pfd = { .fd = t->sock, .events = POLLIN };
     ssize_t n;
 
-    make_frame(want, len, peer_mac, t->mac, seq);
+    make_frame(want, len, peer_mac, src, seq);
     for (;;) {
         g_assert_cmpint(g_get_monotonic_time(), <, deadline);
         if (poll(&pfd, 1, 100) <= 0) {
@@ -190,6 +194,29 @@ static void peer_expect(AFPacketTest *t, uint32_t seq, size_t len)
         g_assert_cmpint(n, ==, len);
         g_assert_cmpmem(got, len, want, len);
         return;
+    }
+}
+
+static void peer_expect(AFPacketTest *t, uint32_t seq, size_t len)
+{
+    peer_expect_from(t, t->mac, seq, len);
+}
+
+/* No test frame from the guest must reach IF_PEER for a while. */
+static void peer_expect_none(AFPacketTest *t)
+{
+    gint64 deadline = g_get_monotonic_time() + 200 * 1000;
+    struct pollfd pfd = { .fd = t->sock, .events = POLLIN };
+    uint8_t got[BUF_SIZE];
+    ssize_t n;
+
+    while (g_get_monotonic_time() < deadline) {
+        if (poll(&pfd, 1, 10) <= 0) {
+            continue;
+        }
+        n = recv(t->sock, got, sizeof(got), MSG_DONTWAIT | MSG_TRUNC);
+        g_assert_false(n >= ETH_HLEN + 4 &&
+                       lduw_be_p(got + 2 * ETH_ALEN) == TEST_ETHERTYPE);
     }
 }
 
@@ -320,6 +347,25 @@ static size_t tx_frames(AFPacketTest *t, uint32_t first, unsigned int n)
     }
     guest_free(t->alloc, bufs);
     return bytes;
+}
+
+/* The guest sends frame @seq from source @src. */
+static void tx_frame_from(AFPacketTest *t, const uint8_t *src, uint32_t seq)
+{
+    QVirtQueue *vq = t->net->queues[1];
+    uint64_t buf_addr = guest_alloc(t->alloc, BUF_SIZE);
+    uint8_t buf[BUF_SIZE] = { 0 };
+    size_t len = netns_frame_len(seq);
+    uint32_t head, desc;
+
+    make_frame(buf + t->hdr_len, len, peer_mac, src, seq);
+    qtest_memwrite(t->qts, buf_addr, buf, t->hdr_len + len);
+    head = qvirtqueue_add(t->qts, vq, buf_addr, t->hdr_len + len, false,
+                          false);
+    qvirtqueue_kick(t->qts, t->net->vdev, vq, head);
+    wait_used(t, vq, &desc, NULL);
+    g_assert_cmpuint(desc, ==, head);
+    guest_free(t->alloc, buf_addr);
 }
 
 static bool link_is_up(AFPacketTest *t)
@@ -473,25 +519,58 @@ static void test_promisc(void *obj, void *data, QGuestAllocator *alloc)
     }
     g_assert_cmpint(promiscuity(IF_QEMU), ==, 1);
     /*
-     * virtio-net may pass these frames on to the guest or filter them;
-     * either way the backend counts them.
+     * The interface is promiscuous, and so is the device (the driver never
+     * turned it off), but with trust=off frames for another MAC are
+     * filtered and counted by the backend; broadcast still flows.
      */
-    rx_post(t, PROMISC_FRAMES + 1);
+    rx_post(t, PROMISC_FRAMES + 2);
     for (i = 0; i < PROMISC_FRAMES; i++) {
         inject(t, other_mac, i, netns_frame_len(i));
     }
-    g_assert_cmpint(wait_stat(t, "rx-packets", PROMISC_FRAMES), ==,
+    g_assert_cmpint(wait_stat(t, "rx-filtered", PROMISC_FRAMES), ==,
                     PROMISC_FRAMES);
-    inject(t, t->mac, PROMISC_FRAMES, ETH_ZLEN);
-    g_assert_cmpint(wait_stat(t, "rx-packets", PROMISC_FRAMES + 1), ==,
-                    PROMISC_FRAMES + 1);
+    inject(t, bcast_mac, PROMISC_FRAMES, ETH_ZLEN);
+    rx_expect(t, bcast_mac, PROMISC_FRAMES, ETH_ZLEN);
+    inject(t, t->mac, PROMISC_FRAMES + 1, ETH_ZLEN);
+    rx_expect(t, t->mac, PROMISC_FRAMES + 1, ETH_ZLEN);
+    rx_expect_none(t);
+    g_assert_cmpint(get_stat(t, "rx-packets"), ==, 2);
     g_assert_cmpint(get_stat(t, "rx-dropped"), ==, 0);
+
+    /* spoofchk=on: a frame from another MAC never leaves, and counts. */
+    tx_frame_from(t, other_mac, 0);
+    peer_expect_none(t);
+    g_assert_cmpint(get_stat(t, "tx-spoofed"), ==, 1);
+    tx_frame_from(t, t->mac, 1);
+    peer_expect(t, 1, netns_frame_len(1));
+    g_assert_cmpint(get_stat(t, "tx-packets"), ==, 1);
 
     /*
      * Each backend holds one promiscuous membership, dropped when it goes
      * (hs0's goes when QEMU quits: see af_packet_test_cleanup()).
      */
     check_second_backend(t, 1);
+    test_end(t);
+}
+
+/*
+ * trust=on, spoofchk=off: the guest gets frames for other MACs when its
+ * device is promiscuous, and may send from any MAC.
+ */
+static void test_trusted(void *obj, void *data, QGuestAllocator *alloc)
+{
+    AFPacketTest *t = test_start(obj, data, alloc);
+
+    if (!t) {
+        return;
+    }
+    rx_post(t, 1);
+    inject(t, other_mac, 0, netns_frame_len(0));
+    rx_expect(t, other_mac, 0, netns_frame_len(0));
+    g_assert_cmpint(get_stat(t, "rx-filtered"), ==, 0);
+    tx_frame_from(t, other_mac, 1);
+    peer_expect_from(t, other_mac, 1, netns_frame_len(1));
+    g_assert_cmpint(get_stat(t, "tx-spoofed"), ==, 0);
     test_end(t);
 }
 
@@ -1484,6 +1563,8 @@ static void register_af_packet_test(void)
     qos_add_test("af-packet/link", "virtio-net", test_link, &opts);
     qos_add_test("af-packet/ifdel", "virtio-net", test_ifdel, &opts);
     qos_add_test("af-packet/link-down", "virtio-net", test_link_down, &opts);
+    opts.arg = (gpointer)",trust=on,spoofchk=off";
+    qos_add_test("af-packet/trusted", "virtio-net", test_trusted, &opts);
     opts.arg = (gpointer)",promisc=off";
     qos_add_test("af-packet/promisc-off", "virtio-net", test_promisc_off,
                  &opts);

@@ -48,11 +48,13 @@ class NetdevAFPacket(TrafficTest):
         qns.add_veth('vq0', peer, 'vp0', self.PEER + '/24')
         return qns, peer
 
-    def af_packet_vm(self, qns, netdev_opts='', extra=(), **kw):
+    def af_packet_vm(self, qns, netdev_opts='', extra=(), device_opts='',
+                     **kw):
         return self.guest_vm(
             qns,
             '-netdev', 'af-packet,id=net0,ifname=vq0' + netdev_opts,
-            '-device', 'virtio-net-pci,netdev=net0,id=nic0', *extra, **kw)
+            '-device', 'virtio-net-pci,netdev=net0,id=nic0' + device_opts,
+            *extra, **kw)
 
     def query_stats(self, vm, queues=1):
         """Counters of netdev net0, summed over its @queues queues."""
@@ -157,12 +159,9 @@ s.sendto(b'x' * 8000, ('10.78.0.2', 9))
         self.launch_idle_guest(vm, self.GUEST)
         self.assertTrue(self.if_flags(qns, 'vq0') & IFF_PROMISC)
         # Frames for another MAC reach the backend (counted) in promisc.
-        before = self.query_stats(vm)['rx-packets']
-        peer.run('ip', 'neigh', 'replace', '10.78.0.99', 'lladdr',
-                 '02:00:00:00:00:99', 'dev', 'vp0')
-        peer.run('ping', '-c', '5', '-i', '0.2', '-W', '1', '10.78.0.99',
-                 check=False)
-        self.assertGreaterEqual(self.query_stats(vm)['rx-packets'] - before,
+        before = self.query_stats(vm)['rx-filtered']
+        self.foreign_pings(peer)
+        self.assertGreaterEqual(self.query_stats(vm)['rx-filtered'] - before,
                                 5)
         vm.shutdown()
         self.assertFalse(self.if_flags(qns, 'vq0') & IFF_PROMISC,
@@ -171,6 +170,97 @@ s.sendto(b'x' * 8000, ('10.78.0.2', 9))
         vm2 = self.af_packet_vm(qns, ',promisc=off', name='nopromisc')
         self.launch_idle_guest(vm2, self.GUEST)
         self.assertFalse(self.if_flags(qns, 'vq0') & IFF_PROMISC)
+
+    @staticmethod
+    def foreign_pings(peer, count=5):
+        """The peer pings an address whose MAC is no guest's."""
+        peer.run('ip', 'neigh', 'replace', '10.78.0.99', 'lladdr',
+                 '02:00:00:00:00:99', 'dev', 'vp0')
+        peer.run('ping', '-c', str(count), '-i', '0.2', '-W', '1',
+                 '10.78.0.99', check=False)
+
+    @staticmethod
+    def device_rx_packets(vm):
+        """Frames the IOThread dataplane put in the guest's buffers."""
+        res = vm.cmd('query-stats', target='netdev', netdevs=['nic0'],
+                     providers=[{'provider': 'virtio-net'}])
+        return sum(st['value'] for r in res for st in r['stats']
+                   if st['name'] == 'rx-packets')
+
+    def wait_stat(self, vm, name, value, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.query_stats(vm)
+            if st[name] >= value or time.monotonic() > deadline:
+                return st
+            time.sleep(0.2)
+
+    def test_isolation_rx(self):
+        """A guest that turned promiscuous gets no unicast frame for
+        another MAC (trust=off, the default), in the main loop and in an
+        IOThread, and each one is counted; with trust=on it gets them."""
+        qns, peer = self.veth()
+        for name, netdev_opts, device_opts, trusted in (
+                ('main', '', '', False),
+                ('iothread', '', ',iothread=io0', False),
+                ('trusted', ',trust=on', ',iothread=io0', True)):
+            vm = self.af_packet_vm(qns, netdev_opts,
+                                   ('-object', 'iothread,id=io0'),
+                                   device_opts, name=name)
+            vm.add_args('-append', self.guest_cmdline(
+                self.GUEST, extra='np.idle=1 np.promisc=1'))
+            vm.launch()
+            self.read_console(vm, 'NPGUEST ready', 180)
+            before = self.query_stats(vm)
+            dev_before = self.device_rx_packets(vm) if device_opts else 0
+            self.foreign_pings(peer)
+            if trusted:
+                after = self.wait_stat(vm, 'rx-packets',
+                                       before['rx-packets'] + 5)
+                self.assertGreaterEqual(
+                    self.device_rx_packets(vm) - dev_before, 5, name)
+                self.assertEqual(after['rx-filtered'], 0, name)
+            else:
+                after = self.wait_stat(vm, 'rx-filtered',
+                                       before['rx-filtered'] + 5)
+                self.assertEqual(after['rx-filtered'] -
+                                 before['rx-filtered'], 5, (name, after))
+                self.assertEqual(after['rx-packets'], before['rx-packets'],
+                                 (name, after))
+                if device_opts:
+                    self.assertEqual(self.device_rx_packets(vm), dev_before,
+                                     name)
+            vm.shutdown()
+
+    def test_isolation_tx(self):
+        """A guest that gives itself another MAC is not heard on the wire
+        (spoofchk=on, the default), every frame counted, until the host
+        lets it (spoofchk=off, and trust=on for the replies)."""
+        qns, peer = self.veth()
+        for name, netdev_opts, allowed in (
+                ('spoofchk', '', False),
+                ('allowed', ',spoofchk=off,trust=on', True)):
+            peer.run('ip', 'neigh', 'flush', 'dev', 'vp0')
+            wire = self.link_counters(peer, 'vp0')
+            vm = self.af_packet_vm(qns, netdev_opts, name=name)
+            vm.add_args('-append', self.guest_cmdline(
+                self.GUEST, extra='np.idle=1 np.mac=02:00:00:00:00:77'))
+            vm.launch()
+            self.read_console(vm, 'NPGUEST ready', 180)
+            ping = peer.run('ping', '-c', '3', '-W', '2', '10.78.0.2',
+                            check=False)
+            st = self.query_stats(vm)
+            heard = (self.link_counters(peer, 'vp0')['rx_packets'] -
+                     wire['rx_packets'])
+            if allowed:
+                self.assertEqual(ping.returncode, 0, ping.stdout)
+                self.assertEqual(st['tx-spoofed'], 0, st)
+            else:
+                self.assertNotEqual(ping.returncode, 0, ping.stdout)
+                self.assertGreater(st['tx-spoofed'], 0, st)
+                self.assertEqual(st['tx-packets'], 0, st)
+                self.assertEqual(heard, 0, st)
+            vm.shutdown()
 
     def test_link_follows_interface(self):
         """The guest's link follows the interface; removing the interface
