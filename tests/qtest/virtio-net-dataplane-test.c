@@ -376,14 +376,20 @@ static gpointer injector_run(gpointer opaque)
     return NULL;
 }
 
-static void injector_start(Injector *inj, DPTest *t, uint32_t seq)
+static void injector_start_to(Injector *inj, DPTest *t, uint32_t seq,
+                              const uint8_t *dst)
 {
     inj->sock = t->sock;
-    memcpy(inj->dst, t->mac, ETH_ALEN);
+    memcpy(inj->dst, dst, ETH_ALEN);
     inj->first = seq;
     inj->seq = seq;
     inj->stop = false;
     inj->thread = g_thread_new("injector", injector_run, inj);
+}
+
+static void injector_start(Injector *inj, DPTest *t, uint32_t seq)
+{
+    injector_start_to(inj, t, seq, t->mac);
 }
 
 /* Returns how many frames went. */
@@ -1854,11 +1860,15 @@ static void slow_qdisc(const char *rate)
     g_assert_true(netns_run(cmd));
 }
 
-/* A device @id in HP_SLOT over af-packet, in io0, started by the driver */
-static DPTest *dp_boot_hotplugged(const char *id)
+/*
+ * A device @id in HP_SLOT over af-packet, in io0 (-object iothread options
+ * @io0_opts), started by the driver
+ */
+static DPTest *dp_boot_hotplugged_in(const char *id, const char *io0_opts)
 {
-    DPTest *t = dp_boot("af-packet", "-object iothread,id=io0"
-                        " -netdev af-packet,id=hs0,ifname=" IF_QEMU);
+    DPTest *t = dp_boot("af-packet", "-object iothread,id=io0%s"
+                        " -netdev af-packet,id=hs0,ifname=" IF_QEMU,
+                        io0_opts);
 
     if (t) {
         qtest_qmp_device_add(t->qts, "virtio-net-pci", id,
@@ -1867,6 +1877,11 @@ static DPTest *dp_boot_hotplugged(const char *id)
         nic_start(t, HP_SLOT, id);
     }
     return t;
+}
+
+static DPTest *dp_boot_hotplugged(const char *id)
+{
+    return dp_boot_hotplugged_in(id, "");
 }
 
 /*
@@ -1908,7 +1923,7 @@ static void test_pause_busy(void)
         return;
     }
     n = tx_vq(t, 0)->size;
-    slow_qdisc("1mbit");
+    slow_qdisc("256kbit");
     tx_send(t, 0, 0, n);
     wait_stat(t, 0, "tx-backend-busy", 1);
     for (i = 0; i < PAUSES; i++) {
@@ -1948,6 +1963,38 @@ static void churn(DPTest *t, uint32_t *seq)
         tx_send(t, 0, *seq, 8);
         *seq += 8;
     }
+}
+
+/*
+ * Frames for another MAC flood in (a busy segment, the interface
+ * promiscuous) while af-packet's socket pushes back on the guest's: the
+ * IOThread's polling keeps finding frames in the receive ring, so it does
+ * not wait on descriptors, and only io_poll can see that the socket takes
+ * frames again.  The guest's frames must leave during the flood.
+ */
+static void test_tx_flood(void)
+{
+    static const uint8_t other_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x99 };
+    DPTest *t = dp_boot_hotplugged_in("tf0", ",poll-max-ns=100000000");
+    Injector inj;
+    unsigned int i, n;
+
+    if (!t) {
+        return;
+    }
+    n = tx_vq(t, 0)->size;
+    slow_qdisc("256kbit");
+    injector_start_to(&inj, t, 0, other_mac);
+    tx_send(t, 0, 0, n);
+    for (i = 0; i < n; i++) {
+        peer_expect(t, i);
+    }
+    tx_wait(t, 0);
+    n = injector_stop(&inj);
+    g_test_message("%u frames of flood, %" PRId64 " times busy", n,
+                   get_stat(t, 0, "tx-backend-busy"));
+    g_assert_cmpint(get_stat(t, 0, "tx-backend-busy"), >, 0);
+    dp_shutdown(t);
 }
 
 /*
@@ -2083,6 +2130,107 @@ static void test_queue_reset(void)
     dp_shutdown(t);
 }
 
+/*
+ * The driver writes a new size and enables again queues that run, without
+ * resetting them, while frames flow both ways: the writes are ignored (the
+ * IOThread is using the rings), QEMU goes on and the device works.
+ */
+static void test_queue_rewrite(void)
+{
+    QVirtioPCIDevice *dev;
+    Injector inj;
+    uint32_t seq = 0;
+    unsigned int i, size;
+    uint64_t cfg;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -device virtio-net-pci,id=qw0,netdev=hs0,iothread=io0,"
+                "addr=%d", HP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "qw0");
+    dev = container_of(t->vdev, QVirtioPCIDevice, vdev);
+    cfg = dev->common_cfg_offset;
+
+    injector_start(&inj, t, 0);
+    for (i = 0; i < 64; i++) {
+        churn(t, &seq);
+        qpci_io_writew(dev->pdev, dev->bar, cfg +
+                       offsetof(struct virtio_pci_common_cfg, queue_select),
+                       i & 1);
+        size = qpci_io_readw(dev->pdev, dev->bar, cfg +
+                       offsetof(struct virtio_pci_common_cfg, queue_size));
+        qpci_io_writew(dev->pdev, dev->bar, cfg +
+                       offsetof(struct virtio_pci_common_cfg, queue_size),
+                       size / 4);
+        qpci_io_writew(dev->pdev, dev->bar, cfg +
+                       offsetof(struct virtio_pci_common_cfg, queue_enable),
+                       1);
+        g_assert_cmpuint(qpci_io_readw(dev->pdev, dev->bar, cfg +
+                       offsetof(struct virtio_pci_common_cfg, queue_size)),
+                         ==, size);
+    }
+    injector_stop(&inj);
+    g_assert_true(query_running(t->qts));
+    g_assert_cmphex(t->vdev->bus->get_status(t->vdev) &
+                    VIRTIO_CONFIG_S_NEEDS_RESET, ==, 0);
+    restart_and_check(t);
+    dp_shutdown(t);
+}
+
+/*
+ * Migration to a file while frames flow both ways: the pairs stop with
+ * the VM and the device's state is saved from the main loop; then the
+ * source goes on, and the device works.
+ */
+static void test_migrate(void)
+{
+    g_autofree char *path = g_strdup_printf("%s/vndp-migrate-%d",
+                                            g_get_tmp_dir(), getpid());
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    /* 128 MiB of RAM to write, on sanitizer builds too */
+    gint64 deadline = g_get_monotonic_time() + 12 * TIMEOUT_US;
+    DPTest *t = dp_boot_hotplugged("mg0");
+    const char *status;
+    uint32_t seq = 0;
+    Injector inj;
+    QDict *rsp;
+    int i;
+
+    if (!t) {
+        return;
+    }
+    injector_start(&inj, t, 0);
+    for (i = 0; i < 16; i++) {
+        churn(t, &seq);
+    }
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'migrate',"
+                             " 'arguments': { 'uri': %s } }", uri);
+    for (;;) {
+        churn(t, &seq);
+        rsp = qtest_qmp(t->qts, "{ 'execute': 'query-migrate' }");
+        status = qdict_get_try_str(qdict_get_qdict(rsp, "return"), "status");
+        g_assert_cmpstr(status, !=, "failed");
+        if (!g_strcmp0(status, "completed")) {
+            qobject_unref(rsp);
+            break;
+        }
+        qobject_unref(rsp);
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+    injector_stop(&inj);
+    g_assert_false(query_running(t->qts));
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'cont' }");
+    g_assert_true(query_running(t->qts));
+    unlink(path);
+    restart_and_check(t);
+    dp_shutdown(t);
+}
+
 static void register_virtio_net_dataplane_test(void)
 {
     static const char *const backends[] = { "af-packet", "tap" };
@@ -2122,6 +2270,9 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/pause-busy", test_pause_busy);
     qtest_add_func("virtio-net-dataplane/features", test_features);
     qtest_add_func("virtio-net-dataplane/queue-reset", test_queue_reset);
+    qtest_add_func("virtio-net-dataplane/tx-flood", test_tx_flood);
+    qtest_add_func("virtio-net-dataplane/queue-rewrite", test_queue_rewrite);
+    qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
 }
 
 libqos_init(register_virtio_net_dataplane_test);
