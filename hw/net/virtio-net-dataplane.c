@@ -110,7 +110,7 @@ struct VirtIONetDataPlane {
     unsigned int nqp;           /* queue pairs */
     VirtIONetDPQueue **qs;
     bool started;
-    QEMUBH *restart_bh;         /* back to the IOThreads after a feature write */
+    QEMUBH *restart_bh;         /* back to IOThreads after a feature write */
 };
 
 typedef enum VNDPTxResult {
