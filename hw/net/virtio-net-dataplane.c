@@ -110,7 +110,6 @@ struct VirtIONetDataPlane {
     unsigned int nqp;           /* queue pairs */
     VirtIONetDPQueue **qs;
     bool started;
-    QEMUBH *restart_bh;         /* back to IOThreads after a feature write */
 };
 
 typedef enum VNDPTxResult {
@@ -878,39 +877,47 @@ static void virtio_net_dataplane_stop(VirtIODevice *vdev)
 
 /* ---- what the driver changes under running queues ---- */
 
+static void vndp_restart_bh(void *opaque);
+
 /*
  * The driver rewrites the features of a running device (legacy: at any
  * time; virtio 1: after clearing FEATURES_OK).  virtio_net_set_features()
  * changes header lengths and queue counts that the IOThreads read, and
- * virtio core the features themselves after it: the queue pairs go back
- * to the main loop now and return to their IOThreads from a bottom half,
- * once all of that is done.
+ * virtio core the features themselves after it.  Queue counts matter even
+ * without an IOThread: queues added while ioeventfd runs have none, and
+ * stopping ioeventfd later (reset) aborted deleting one that was never
+ * added (found by make fuzz).  So ioeventfd stops now, with the queue
+ * pairs back in the main loop, and starts again from a bottom half, once
+ * all of that is done, for the queues the device has then.
  *
  * Context: BQL held
  */
 void virtio_net_dataplane_set_features(VirtIONet *n)
 {
-    VirtIONetDataPlane *dp = n->dataplane;
+    VirtioBusState *bus = VIRTIO_BUS(qdev_get_parent_bus(DEVICE(n)));
 
-    if (!dp || !dp->started) {
+    if (!bus->ioeventfd_started) {
         return;
     }
     trace_virtio_net_dp_features(n);
-    virtio_net_dataplane_stop(VIRTIO_DEVICE(n));
-    qemu_bh_schedule(dp->restart_bh);
+    virtio_bus_stop_ioeventfd(bus);
+    object_ref(OBJECT(n));
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), vndp_restart_bh, n);
 }
 
 /* Context: BQL held (main loop bottom half) */
 static void vndp_restart_bh(void *opaque)
 {
     VirtIONet *n = opaque;
-    VirtioBusState *bus = VIRTIO_BUS(qdev_get_parent_bus(DEVICE(n)));
+    VirtIODevice *vdev = VIRTIO_DEVICE(n);
 
-    /* Unless the transport stopped ioeventfd meanwhile (status, reset...) */
-    if (bus->ioeventfd_started && !bus->ioeventfd_grabbed &&
-        !n->dataplane->started) {
-        virtio_net_dataplane_start(VIRTIO_DEVICE(n));
+    /* Unless the device went, or the driver stopped it meanwhile */
+    if (DEVICE(n)->realized && vdev->status & VIRTIO_CONFIG_S_DRIVER_OK &&
+        !vdev->broken) {
+        virtio_bus_start_ioeventfd(VIRTIO_BUS(qdev_get_parent_bus(
+                                                  DEVICE(n))));
     }
+    object_unref(OBJECT(n));
 }
 
 /* The pair of data virtqueue @vq_index, NULL for the control queue */
@@ -1129,8 +1136,6 @@ bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
         dq->rx_resume_bh = aio_bh_new(dq->ctx, vndp_rx_resume_bh, dq);
         dp->qs[i] = dq;
     }
-    dp->restart_bh = qemu_bh_new_guarded(vndp_restart_bh, n,
-                                         &DEVICE(n)->mem_reentrancy_guard);
     n->dataplane = dp;
 
     /*
@@ -1189,7 +1194,6 @@ void virtio_net_dataplane_unrealize(VirtIONet *n)
         qemu_bh_delete(dq->rx_resume_bh);
         g_free(dq);
     }
-    qemu_bh_delete(dp->restart_bh);
     g_free(dp->qs);
     g_free(dp);
     n->dataplane = NULL;

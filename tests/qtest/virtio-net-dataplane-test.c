@@ -2231,6 +2231,49 @@ static void test_migrate(void)
     dp_shutdown(t);
 }
 
+/*
+ * Found by make fuzz (main-loop target): a legacy driver starts the device
+ * without VIRTIO_NET_F_MQ (one queue pair, ioeventfds for three queues),
+ * then writes features with it: the queues added for the second pair had
+ * no ioeventfd, and the next reset aborted QEMU deleting one.  With and
+ * without an IOThread.
+ */
+static void check_features_mq_late(const char *io)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(HP_SLOT, 0) };
+    QVirtioPCIDevice *dev;
+    uint64_t features;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU ",queues=2"
+                " -device virtio-net-pci,id=fm0,netdev=hs0,%s"
+                "disable-modern=on,mq=on,vectors=6,addr=%d", io, HP_SLOT);
+    if (!t) {
+        return;
+    }
+    dev = virtio_pci_new(t->qs->pcibus, &addr);
+    g_assert_nonnull(dev);
+    qvirtio_pci_device_enable(dev);
+    qvirtio_start_device(&dev->vdev);
+    features = qvirtio_get_features(&dev->vdev) & DP_FEATURES;
+    g_assert_true(features & (1ull << VIRTIO_NET_F_MQ));
+    qvirtio_set_features(&dev->vdev, features & ~(1ull << VIRTIO_NET_F_MQ));
+    qvirtio_set_driver_ok(&dev->vdev);
+    qvirtio_set_features(&dev->vdev, features);
+    g_assert_true(query_running(t->qts));
+    qvirtio_reset(&dev->vdev);
+    g_assert_true(query_running(t->qts));
+    qos_object_destroy(&dev->obj);
+    dp_shutdown(t);
+}
+
+static void test_features_mq_late(void)
+{
+    check_features_mq_late("");
+    check_features_mq_late("iothread=io0,");
+}
+
 static void register_virtio_net_dataplane_test(void)
 {
     static const char *const backends[] = { "af-packet", "tap" };
@@ -2273,6 +2316,8 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/tx-flood", test_tx_flood);
     qtest_add_func("virtio-net-dataplane/queue-rewrite", test_queue_rewrite);
     qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
+    qtest_add_func("virtio-net-dataplane/features-mq-late",
+                   test_features_mq_late);
 }
 
 libqos_init(register_virtio_net_dataplane_test);
