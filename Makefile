@@ -7,7 +7,10 @@ BUILD ?= $(CURDIR)/build
 QEMU_BUILD := $(BUILD)/qemu
 GUEST := $(BUILD)/guest
 UPSTREAM := $(BUILD)/upstream
-ASAN_BUILD := $(BUILD)/asan
+FUZZ_BUILD := $(BUILD)/fuzz
+ASAN_BUILD := $(FUZZ_BUILD)
+TSAN_BUILD := $(BUILD)/tsan
+CLANG_ARGS := '--cc=ccache clang' '--cxx=ccache clang++' '--objcc=ccache clang'
 NINJA ?= ninja
 
 # One ccache serves the netplane and the upstream build: paths below
@@ -18,7 +21,8 @@ export CCACHE_NOHASHDIR := 1
 export NETPLANE_BUILD := $(BUILD)
 
 .PHONY: all deps qemu qtests guest upstream asan check check-qtest \
-        check-functional check-asan demo bench series series-build patches \
+        check-functional check-asan fuzz check-fuzz tsan check-tsan \
+        demo bench series series-build patches \
         clean distclean help
 
 all: qemu
@@ -28,7 +32,10 @@ help:
 	@echo 'make check         run every test (installs packages first)'
 	@echo 'make demo          boot the tiny guest on netplane, traffic both ways'
 	@echo 'make bench         benchmark netplane against upstream QEMU'
-	@echo 'make check-asan    the dataplane stress test on an ASan build ($(ASAN_BUILD))'
+	@echo 'make check-asan    qtests and the stress test with ASan, UBSan, leaks ($(ASAN_BUILD))'
+	@echo 'make fuzz          fuzz virtio-net (FUZZ_SECS=3600 in all) on a libFuzzer build'
+	@echo 'make check-fuzz    replay the fuzzing corpus (netplane/fuzz/)'
+	@echo 'make check-tsan    the dataplane qtests on a ThreadSanitizer build'
 	@echo 'make series        export the patch series to $(BUILD)/series'
 	@echo 'make series-build  ... and build every prefix of it'
 	@echo 'make patches       write the commits of $(BUILD)/src back to patches/'
@@ -61,31 +68,86 @@ upstream: $(QEMU_BUILD)/build.ninja
 	$(NINJA) -C $(UPSTREAM)/qemu qemu-system-x86_64
 	@netplane/firmware.sh $(UPSTREAM)/qemu
 
-# netplane's QEMU built with AddressSanitizer: the same source and
-# configure arguments plus --enable-asan, in a build tree of its own.
-asan: $(QEMU_BUILD)/build.ninja
+# netplane's QEMU with AddressSanitizer and UBSan (clang), in one build
+# tree with the libFuzzer targets (--enable-fuzzing instruments it for
+# coverage; the system emulator runs as usual): qemu-system-x86_64 for
+# check-asan, qemu-fuzz-x86_64 for fuzz and check-fuzz.  The same source
+# and configure arguments as the main build otherwise.
+asan: qemu
+	@netplane/deps.sh clang
 	@netplane/tree.sh sync $(BUILD)/src
 	@. netplane/upstream.sh && \
-	    qemu_configure $(BUILD)/src $(ASAN_BUILD) "$$(cat $(BUILD)/config.args) '--enable-asan'"
-	flock $(BUILD)/.asan.lock $(NINJA) -C $(ASAN_BUILD) qemu-system-x86_64
-	@netplane/firmware.sh $(ASAN_BUILD)
+	    qemu_configure $(BUILD)/src $(ASAN_BUILD) "$$(cat $(BUILD)/config.args) $(CLANG_ARGS) '--enable-fuzzing' '--enable-asan' '--enable-ubsan'"
+	flock $(BUILD)/.asan.lock $(NINJA) -C $(ASAN_BUILD) qemu-system-x86_64 qemu-fuzz-x86_64
+	@# clang builds no option ROMs: the firmware of the gcc build
+	@rm -rf $(ASAN_BUILD)/qemu-bundle && \
+	    cp -as $(abspath $(QEMU_BUILD))/qemu-bundle $(ASAN_BUILD)/
 
-# The dataplane stress test on the ASan build.  Any report is fatal to
-# QEMU (halt_on_error, abort_on_error) and is written to ASAN_LOGS, which
-# fails the target even if the test did not notice.  (Files there that
-# hold only ASan's warning about swapcontext, which QEMU's coroutines
-# use, are no report.)
+# On the ASan/UBSan build: the dataplane stress test, and the af-packet and
+# dataplane qtests (error paths, hot-unplug, netdev_add that fails), with
+# leak detection.  Any report is fatal to QEMU (halt_on_error,
+# abort_on_error; a leak makes it exit with an error when it quits) and
+# is written to ASAN_LOGS, which fails the target even if a test did not
+# notice.  Leaks that are upstream QEMU's are suppressed in
+# netplane/lsan.supp, each with why.  (Files that hold only ASan's warning
+# about swapcontext, which QEMU's coroutines use, are no report.)
 ASAN_LOGS := $(BUILD)/check-logs/asan
-check-asan: asan guest
+check-asan: asan qtests guest
 	@rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
 	@status=0; \
-	ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:log_path=$(ASAN_LOGS)/asan \
-	    netplane/check.py --build $(BUILD) --only functional \
+	export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:log_path=$(abspath $(ASAN_LOGS))/asan; \
+	export LSAN_OPTIONS=suppressions=$(abspath netplane/lsan.supp):print_suppressions=0; \
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$(abspath $(ASAN_LOGS))/ubsan; \
+	netplane/check.py --build $(BUILD) --only qtest \
+	    --paths 'af-packet|virtio-net-dataplane' \
+	    --qemu $(ASAN_BUILD)/qemu-system-x86_64 || status=1; \
+	netplane/check.py --build $(BUILD) --only functional \
 	    --qemu $(ASAN_BUILD)/qemu-system-x86_64 -k dataplane_stress || status=1; \
-	reports=$$(grep -l -e '^==[0-9]*==ERROR: ' -e '^SUMMARY: ' $(ASAN_LOGS)/asan.* 2>/dev/null); \
+	reports=$$(grep -l -e '^==[0-9]*==ERROR: ' -e '^SUMMARY: ' -e 'runtime error: ' \
+	    $(ASAN_LOGS)/asan.* $(ASAN_LOGS)/ubsan.* 2>/dev/null); \
 	if [ -n "$$reports" ]; then \
 	    cat $$reports; \
-	    echo "check-asan: AddressSanitizer reports: $$reports"; \
+	    echo "check-asan: sanitizer reports: $$reports"; \
+	    status=1; \
+	fi; \
+	exit $$status
+
+# Fuzz for FUZZ_SECS seconds (default an hour) shared by the targets of
+# netplane/fuzz.sh; new inputs go to
+# $(BUILD)/fuzz-corpus, crashes to $(BUILD)/fuzz-crashes.
+FUZZ_SECS ?= 3600
+fuzz: asan
+	@netplane/fuzz.sh run $(FUZZ_BUILD)/qemu-fuzz-x86_64 $(BUILD) $(FUZZ_SECS)
+
+# Every input of netplane/fuzz/ once: no crash, no sanitizer report.
+check-fuzz: asan
+	@netplane/fuzz.sh replay $(FUZZ_BUILD)/qemu-fuzz-x86_64 $(BUILD)
+
+# netplane's QEMU and qtests with ThreadSanitizer (clang).
+tsan: qemu
+	@netplane/deps.sh clang
+	@netplane/tree.sh sync $(BUILD)/src
+	@. netplane/upstream.sh && \
+	    qemu_configure $(BUILD)/src $(TSAN_BUILD) "$$(cat $(BUILD)/config.args) $(CLANG_ARGS) '--enable-tsan' '--extra-cflags=-fsanitize-blacklist=$(abspath $(BUILD))/src/tests/tsan/ignore.tsan'"
+	flock $(BUILD)/.tsan.lock $(NINJA) -C $(TSAN_BUILD) qemu-system-x86_64
+	@rm -rf $(TSAN_BUILD)/qemu-bundle && \
+	    cp -as $(abspath $(QEMU_BUILD))/qemu-bundle $(TSAN_BUILD)/
+
+# The dataplane qtests (every IOThread test, with af-packet and tap) on the
+# ThreadSanitizer build, upstream's suppressions plus netplane/tsan.supp
+# (each entry says why).  Any report fails the target.
+TSAN_LOGS := $(BUILD)/check-logs/tsan
+check-tsan: tsan qtests
+	@rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS)
+	@cat $(BUILD)/src/tests/tsan/suppressions.tsan netplane/tsan.supp > $(TSAN_LOGS)/suppressions
+	@status=0; \
+	TSAN_OPTIONS=suppressions=$(abspath $(TSAN_LOGS))/suppressions:log_path=$(abspath $(TSAN_LOGS))/tsan:halt_on_error=0:exitcode=0:second_deadlock_stack=1 \
+	    netplane/check.py --build $(BUILD) --only qtest --paths virtio-net-dataplane \
+	    --qemu $(TSAN_BUILD)/qemu-system-x86_64 || status=1; \
+	reports=$$(grep -l 'WARNING: ThreadSanitizer' $(TSAN_LOGS)/tsan.* 2>/dev/null); \
+	if [ -n "$$reports" ]; then \
+	    cat $$reports; \
+	    echo "check-tsan: ThreadSanitizer reports: $$reports"; \
 	    status=1; \
 	fi; \
 	exit $$status

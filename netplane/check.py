@@ -118,8 +118,11 @@ def netplane_files():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
-    ap.add_argument('--qemu', help='the QEMU binary for the functional '
-                    'tests (default: BUILD/qemu/qemu-system-x86_64)')
+    ap.add_argument('--qemu', help='the QEMU binary for the qtests and '
+                    'functional tests (default: '
+                    'BUILD/qemu/qemu-system-x86_64)')
+    ap.add_argument('--paths', help='only qos-test paths matching this '
+                    'regular expression')
     ap.add_argument('--only', choices=['configure', 'qtest', 'functional'])
     ap.add_argument('-k', dest='pattern', help='only suites matching this')
     args = ap.parse_args()
@@ -138,7 +141,7 @@ def main():
                        [os.path.join(ROOT, 'netplane', 'test-configure.sh')],
                        dict(os.environ), 300))
     if args.only in (None, 'qtest'):
-        env = dict(os.environ, QTEST_QEMU_BINARY=qemu,
+        env = dict(os.environ, QTEST_QEMU_BINARY=args.qemu or qemu,
                    QTEST_QEMU_STORAGE_DAEMON_BINARY='/bin/false',
                    G_TEST_SRCDIR=os.path.join(src, 'tests', 'qtest'))
         qos = os.path.join(qbuild, 'tests', 'qtest', 'qos-test')
@@ -147,9 +150,11 @@ def main():
         for prefix in QOS_PATHS:
             cmd = [qos, '--tap', '-k']
             for path in listing:
-                if path.startswith(prefix + '/'):
+                if path.startswith(prefix + '/') and \
+                   (not args.paths or re.search(args.paths, path)):
                     cmd += ['-p', path]
-            suites.append(('qtest ' + prefix, cmd, env, 600))
+            if len(cmd) > 3 or not args.paths:
+                suites.append(('qtest ' + prefix, cmd, env, 600))
         for f in files:
             m = re.match(r'tests/qtest/(.*-test)\.c$', f)
             with open(os.path.join(ROOT, f)) as src_file:

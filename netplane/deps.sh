@@ -17,6 +17,15 @@ iproute2 iputils-ping ethtool procps util-linux kmod busybox-static
 python3-matplotlib valgrind"
 BACKPORTS_PKGS="meson python3-pycotap"
 
+# "deps.sh clang": also what the fuzzing and ThreadSanitizer builds need
+# (make fuzz, make check-fuzz, make check-tsan).
+for extra in "$@"; do
+    case "$extra" in
+    clang) PKGS="$PKGS clang llvm libclang-rt-14-dev" ;;
+    *) echo "netplane/deps.sh: unknown group '$extra'" >&2; exit 1 ;;
+    esac
+done
+
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||

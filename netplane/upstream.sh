@@ -140,8 +140,10 @@ EOM
 # qemu_configure SRC BUILDDIR ARGS: run QEMU's configure unless BUILDDIR
 # is already configured with ARGS.  A failed configure leaves no build dir.
 qemu_configure() {
+    # (A clang build has no option ROMs: it borrows the gcc build's.)
     if [ -f "$2/build.ninja" ] && [ -f "$2/netplane.args" ] &&
-       [ -f "$2/pc-bios/optionrom/config.mak" ] &&
+       { [ -f "$2/pc-bios/optionrom/config.mak" ] ||
+         case "$3" in *"'--cc="*) true ;; *) false ;; esac; } &&
        [ "$(cat "$2/netplane.args")" = "$3" ]; then
         return 0
     fi

@@ -917,7 +917,7 @@ static void test_tx_pushback(void *obj, void *data, QGuestAllocator *alloc)
         return;
     }
     g_assert_true(netns_run("tc qdisc add dev " IF_QEMU " root tbf rate "
-                            "20mbit burst 4000 limit 4000"));
+                            "1mbit burst 4000 limit 4000"));
     for (round = 0; round < 4; round++) {
         tx_frames(t, round * TX_FRAMES, TX_FRAMES);
     }
