@@ -403,7 +403,9 @@ class VirtioNetDataplane(DataplaneTest):
                value=200 * 1000)
         held = self.flood_phase(vm)
         rounds = held['tx-kicks'] + held['tx-polled']
-        self.assertGreaterEqual(rounds, 2 * held['tx-batches'], held)
+        # Without holding, each round is one flush; 2 rounds per flush on
+        # an idle host, 1.5 with a busy second CPU
+        self.assertGreater(rounds, 1.25 * held['tx-batches'], held)
 
         # A guest under TCG takes a millisecond or more to refill: a
         # window that long makes polling see it (with KVM, far less)
