@@ -68,20 +68,25 @@ upstream: $(QEMU_BUILD)/build.ninja
 	$(NINJA) -C $(UPSTREAM)/qemu qemu-system-x86_64
 	@netplane/firmware.sh $(UPSTREAM)/qemu
 
+# $(call clang_build,DIR,CONFIGURE ARGS,NINJA TARGETS): netplane's source
+# and the main build's configure arguments, with clang and ARGS, in DIR.
+# clang builds no option ROMs: DIR gets the firmware of the gcc build.
+define clang_build
+@netplane/deps.sh clang
+@netplane/tree.sh sync $(BUILD)/src
+@. netplane/upstream.sh && \
+    qemu_configure $(BUILD)/src $(1) "$$(cat $(BUILD)/config.args) $(CLANG_ARGS) $(2)"
+flock $(1).lock $(NINJA) -C $(1) $(3)
+@rm -rf $(1)/qemu-bundle && cp -as $(abspath $(QEMU_BUILD))/qemu-bundle $(1)/
+endef
+
 # netplane's QEMU with AddressSanitizer and UBSan (clang), in one build
 # tree with the libFuzzer targets (--enable-fuzzing instruments it for
 # coverage; the system emulator runs as usual): qemu-system-x86_64 for
 # check-asan, qemu-fuzz-x86_64 for fuzz and check-fuzz.  The same source
 # and configure arguments as the main build otherwise.
 asan: qemu
-	@netplane/deps.sh clang
-	@netplane/tree.sh sync $(BUILD)/src
-	@. netplane/upstream.sh && \
-	    qemu_configure $(BUILD)/src $(ASAN_BUILD) "$$(cat $(BUILD)/config.args) $(CLANG_ARGS) '--enable-fuzzing' '--enable-asan' '--enable-ubsan'"
-	flock $(BUILD)/.asan.lock $(NINJA) -C $(ASAN_BUILD) qemu-system-x86_64 qemu-fuzz-x86_64
-	@# clang builds no option ROMs: the firmware of the gcc build
-	@rm -rf $(ASAN_BUILD)/qemu-bundle && \
-	    cp -as $(abspath $(QEMU_BUILD))/qemu-bundle $(ASAN_BUILD)/
+	$(call clang_build,$(ASAN_BUILD),'--enable-fuzzing' '--enable-asan' '--enable-ubsan',qemu-system-x86_64 qemu-fuzz-x86_64)
 
 # On the ASan/UBSan build: the dataplane stress test, and the af-packet and
 # dataplane qtests (error paths, hot-unplug, netdev_add that fails), with
@@ -123,15 +128,9 @@ fuzz: asan
 check-fuzz: asan
 	@netplane/fuzz.sh replay $(FUZZ_BUILD)/qemu-fuzz-x86_64 $(BUILD)
 
-# netplane's QEMU and qtests with ThreadSanitizer (clang).
+# netplane's QEMU with ThreadSanitizer (clang).
 tsan: qemu
-	@netplane/deps.sh clang
-	@netplane/tree.sh sync $(BUILD)/src
-	@. netplane/upstream.sh && \
-	    qemu_configure $(BUILD)/src $(TSAN_BUILD) "$$(cat $(BUILD)/config.args) $(CLANG_ARGS) '--enable-tsan' '--extra-cflags=-fsanitize-blacklist=$(abspath $(BUILD))/src/tests/tsan/ignore.tsan'"
-	flock $(BUILD)/.tsan.lock $(NINJA) -C $(TSAN_BUILD) qemu-system-x86_64
-	@rm -rf $(TSAN_BUILD)/qemu-bundle && \
-	    cp -as $(abspath $(QEMU_BUILD))/qemu-bundle $(TSAN_BUILD)/
+	$(call clang_build,$(TSAN_BUILD),'--enable-tsan' '--extra-cflags=-fsanitize-blacklist=$(abspath $(BUILD))/src/tests/tsan/ignore.tsan',qemu-system-x86_64)
 
 # The dataplane qtests (every IOThread test, with af-packet and tap) on the
 # ThreadSanitizer build, upstream's suppressions plus netplane/tsan.supp

@@ -69,26 +69,25 @@ DP_DEVICE="-object iothread,id=io0 -object iothread,id=io1 \
 
 # The libFuzzer command line of target $1, with more arguments after it.
 fuzz_target() {
-    local t=$1
+    local t=$1 args
     shift
     case "$t" in
     dataplane)
-        export QEMU_FUZZ_OBJECTS='virtio*'
-        export QEMU_FUZZ_ARGS="-M pc -nodefaults $DP_DEVICE \
-            -netdev tap,id=n0,ifname=fz0,script=no,downscript=no,vhost=off,queues=2"
-        in_netns "$fuzzer" --fuzz-target=generic-fuzz "$@" ;;
+        args="$DP_DEVICE \
+            -netdev tap,id=n0,ifname=fz0,script=no,downscript=no,vhost=off,queues=2" ;;
     af-packet)
-        export QEMU_FUZZ_OBJECTS='virtio*'
-        export QEMU_FUZZ_ARGS="-M pc -nodefaults $DP_DEVICE \
-            -netdev af-packet,id=n0,ifname=fa0,queues=2,vnet-hdr=on,rx-ring-size=1M,spoofchk=off,trust=on"
-        in_netns "$fuzzer" --fuzz-target=generic-fuzz "$@" ;;
+        args="$DP_DEVICE \
+            -netdev af-packet,id=n0,ifname=fa0,queues=2,vnet-hdr=on,rx-ring-size=1M,spoofchk=off,trust=on" ;;
     main-loop)
-        export QEMU_FUZZ_OBJECTS='virtio*'
-        export QEMU_FUZZ_ARGS="-M pc -nodefaults \
-            -netdev tap,id=n0,ifname=fz0,script=no,downscript=no,vhost=off,queues=2 \
-            -device virtio-net-pci,netdev=n0,mq=on,vectors=6"
-        in_netns "$fuzzer" --fuzz-target=generic-fuzz "$@" ;;
+        args="-netdev tap,id=n0,ifname=fz0,script=no,downscript=no,vhost=off,queues=2 \
+            -device virtio-net-pci,netdev=n0,mq=on,vectors=6" ;;
+    *)
+        echo "fuzz.sh: unknown target '$t'" >&2
+        exit 2 ;;
     esac
+    export QEMU_FUZZ_OBJECTS='virtio*'
+    export QEMU_FUZZ_ARGS="-M pc -nodefaults $args"
+    in_netns "$fuzzer" --fuzz-target=generic-fuzz "$@"
 }
 
 case "$cmd" in

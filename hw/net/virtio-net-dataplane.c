@@ -877,7 +877,20 @@ static void virtio_net_dataplane_stop(VirtIODevice *vdev)
 
 /* ---- what the driver changes under running queues ---- */
 
-static void vndp_restart_bh(void *opaque);
+/* Context: BQL held (main loop bottom half) */
+static void vndp_restart_bh(void *opaque)
+{
+    VirtIONet *n = opaque;
+    VirtIODevice *vdev = VIRTIO_DEVICE(n);
+
+    /* Unless the device went, or the driver stopped it meanwhile */
+    if (DEVICE(n)->realized && vdev->status & VIRTIO_CONFIG_S_DRIVER_OK &&
+        !vdev->broken) {
+        virtio_bus_start_ioeventfd(VIRTIO_BUS(qdev_get_parent_bus(
+                                                  DEVICE(n))));
+    }
+    object_unref(OBJECT(n));
+}
 
 /*
  * The driver rewrites the features of a running device (legacy: at any
@@ -903,21 +916,6 @@ void virtio_net_dataplane_set_features(VirtIONet *n)
     virtio_bus_stop_ioeventfd(bus);
     object_ref(OBJECT(n));
     aio_bh_schedule_oneshot(qemu_get_aio_context(), vndp_restart_bh, n);
-}
-
-/* Context: BQL held (main loop bottom half) */
-static void vndp_restart_bh(void *opaque)
-{
-    VirtIONet *n = opaque;
-    VirtIODevice *vdev = VIRTIO_DEVICE(n);
-
-    /* Unless the device went, or the driver stopped it meanwhile */
-    if (DEVICE(n)->realized && vdev->status & VIRTIO_CONFIG_S_DRIVER_OK &&
-        !vdev->broken) {
-        virtio_bus_start_ioeventfd(VIRTIO_BUS(qdev_get_parent_bus(
-                                                  DEVICE(n))));
-    }
-    object_unref(OBJECT(n));
 }
 
 /* The pair of data virtqueue @vq_index, NULL for the control queue */

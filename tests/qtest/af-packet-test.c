@@ -319,8 +319,9 @@ static void rx_expect_none(AFPacketTest *t)
     }
 }
 
-/* The guest sends frames @first..@first + @n - 1 in one go. */
-static size_t tx_frames(AFPacketTest *t, uint32_t first, unsigned int n)
+/* The guest sends frames @first..@first + @n - 1 from @src in one go. */
+static size_t tx_frames_from(AFPacketTest *t, const uint8_t *src,
+                             uint32_t first, unsigned int n)
 {
     QVirtQueue *vq = t->net->queues[1];
     uint64_t bufs = guest_alloc(t->alloc, n * BUF_SIZE);
@@ -334,7 +335,7 @@ static size_t tx_frames(AFPacketTest *t, uint32_t first, unsigned int n)
         len = netns_frame_len(first + i);
         /* A zeroed virtio-net header: no offloads. */
         memset(buf, 0, t->hdr_len);
-        make_frame(buf + t->hdr_len, len, peer_mac, t->mac, first + i);
+        make_frame(buf + t->hdr_len, len, peer_mac, src, first + i);
         qtest_memwrite(t->qts, bufs + i * BUF_SIZE, buf, t->hdr_len + len);
         heads[i] = qvirtqueue_add(t->qts, vq, bufs + i * BUF_SIZE,
                                   t->hdr_len + len, false, false);
@@ -349,23 +350,9 @@ static size_t tx_frames(AFPacketTest *t, uint32_t first, unsigned int n)
     return bytes;
 }
 
-/* The guest sends frame @seq from source @src. */
-static void tx_frame_from(AFPacketTest *t, const uint8_t *src, uint32_t seq)
+static size_t tx_frames(AFPacketTest *t, uint32_t first, unsigned int n)
 {
-    QVirtQueue *vq = t->net->queues[1];
-    uint64_t buf_addr = guest_alloc(t->alloc, BUF_SIZE);
-    uint8_t buf[BUF_SIZE] = { 0 };
-    size_t len = netns_frame_len(seq);
-    uint32_t head, desc;
-
-    make_frame(buf + t->hdr_len, len, peer_mac, src, seq);
-    qtest_memwrite(t->qts, buf_addr, buf, t->hdr_len + len);
-    head = qvirtqueue_add(t->qts, vq, buf_addr, t->hdr_len + len, false,
-                          false);
-    qvirtqueue_kick(t->qts, t->net->vdev, vq, head);
-    wait_used(t, vq, &desc, NULL);
-    g_assert_cmpuint(desc, ==, head);
-    guest_free(t->alloc, buf_addr);
+    return tx_frames_from(t, t->mac, first, n);
 }
 
 static bool link_is_up(AFPacketTest *t)
@@ -538,10 +525,10 @@ static void test_promisc(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpint(get_stat(t, "rx-dropped"), ==, 0);
 
     /* spoofchk=on: a frame from another MAC never leaves, and counts. */
-    tx_frame_from(t, other_mac, 0);
+    tx_frames_from(t, other_mac, 0, 1);
     peer_expect_none(t);
     g_assert_cmpint(get_stat(t, "tx-spoofed"), ==, 1);
-    tx_frame_from(t, t->mac, 1);
+    tx_frames(t, 1, 1);
     peer_expect(t, 1, netns_frame_len(1));
     g_assert_cmpint(get_stat(t, "tx-packets"), ==, 1);
 
@@ -568,7 +555,7 @@ static void test_trusted(void *obj, void *data, QGuestAllocator *alloc)
     inject(t, other_mac, 0, netns_frame_len(0));
     rx_expect(t, other_mac, 0, netns_frame_len(0));
     g_assert_cmpint(get_stat(t, "rx-filtered"), ==, 0);
-    tx_frame_from(t, other_mac, 1);
+    tx_frames_from(t, other_mac, 1, 1);
     peer_expect_from(t, other_mac, 1, netns_frame_len(1));
     g_assert_cmpint(get_stat(t, "tx-spoofed"), ==, 0);
     test_end(t);

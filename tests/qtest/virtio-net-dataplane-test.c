@@ -2069,18 +2069,56 @@ static void test_features(void)
 }
 
 /* Reset virtqueue @index and give it a new ring (VIRTIO_F_RING_RESET) */
-static void vq_reset(DPTest *t, unsigned int index)
+/* 16-bit fields of the device's common configuration, at offset @off */
+static uint16_t common_readw(DPTest *t, size_t off)
 {
     QVirtioPCIDevice *dev = container_of(t->vdev, QVirtioPCIDevice, vdev);
 
-    qpci_io_writew(dev->pdev, dev->bar, dev->common_cfg_offset +
-                   offsetof(struct virtio_pci_common_cfg, queue_select),
-                   index);
-    qpci_io_writew(dev->pdev, dev->bar, dev->common_cfg_offset +
-                   offsetof(struct virtio_pci_modern_common_cfg, queue_reset),
-                   1);
+    return qpci_io_readw(dev->pdev, dev->bar, dev->common_cfg_offset + off);
+}
+
+static void common_writew(DPTest *t, size_t off, uint16_t val)
+{
+    QVirtioPCIDevice *dev = container_of(t->vdev, QVirtioPCIDevice, vdev);
+
+    qpci_io_writew(dev->pdev, dev->bar, dev->common_cfg_offset + off, val);
+}
+
+#define COMMON_CFG(field) offsetof(struct virtio_pci_modern_common_cfg, field)
+
+static void vq_reset(DPTest *t, unsigned int index)
+{
+    common_writew(t, COMMON_CFG(cfg.queue_select), index);
+    common_writew(t, COMMON_CFG(queue_reset), 1);
     qvirtqueue_cleanup(t->vdev->bus, t->vqs[index], t->alloc);
     t->vqs[index] = qvirtqueue_setup(t->vdev, t->alloc, index);
+}
+
+/* A device @id in HP_SLOT over af-packet, in io0, started by the driver */
+static DPTest *dp_boot_queues(const char *id)
+{
+    DPTest *t = dp_boot("af-packet", "-object iothread,id=io0"
+                        " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                        " -device virtio-net-pci,id=%s,netdev=hs0,"
+                        "iothread=io0,addr=%d", id, HP_SLOT);
+
+    if (t) {
+        nic_start(t, HP_SLOT, id);
+    }
+    return t;
+}
+
+/*
+ * After a driver's changes under running queues: QEMU goes on, the device
+ * is not broken, and it works after a reset.
+ */
+static void check_survived(DPTest *t)
+{
+    g_assert_true(query_running(t->qts));
+    g_assert_cmphex(t->vdev->bus->get_status(t->vdev) &
+                    VIRTIO_CONFIG_S_NEEDS_RESET, ==, 0);
+    restart_and_check(t);
+    dp_shutdown(t);
 }
 
 /*
@@ -2097,14 +2135,10 @@ static void test_queue_reset(void)
     gint64 end;
     DPTest *t;
 
-    t = dp_boot("af-packet", "-object iothread,id=io0"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                " -device virtio-net-pci,id=qr0,netdev=hs0,iothread=io0,"
-                "addr=%d", HP_SLOT);
+    t = dp_boot_queues("qr0");
     if (!t) {
         return;
     }
-    nic_start(t, HP_SLOT, "qr0");
     g_assert_true(t->vdev->features & (1ull << VIRTIO_F_RING_RESET));
 
     injector_start(&inj, t, 0);
@@ -2122,12 +2156,7 @@ static void test_queue_reset(void)
     }
     injector_stop(&inj);
     g_test_message("%u queue resets, %u frames queued", resets, seq);
-    g_assert_true(query_running(t->qts));
-    g_assert_cmphex(t->vdev->bus->get_status(t->vdev) &
-                    VIRTIO_CONFIG_S_NEEDS_RESET, ==, 0);
-
-    restart_and_check(t);
-    dp_shutdown(t);
+    check_survived(t);
 }
 
 /*
@@ -2137,48 +2166,26 @@ static void test_queue_reset(void)
  */
 static void test_queue_rewrite(void)
 {
-    QVirtioPCIDevice *dev;
     Injector inj;
     uint32_t seq = 0;
     unsigned int i, size;
-    uint64_t cfg;
-    DPTest *t;
+    DPTest *t = dp_boot_queues("qw0");
 
-    t = dp_boot("af-packet", "-object iothread,id=io0"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                " -device virtio-net-pci,id=qw0,netdev=hs0,iothread=io0,"
-                "addr=%d", HP_SLOT);
     if (!t) {
         return;
     }
-    nic_start(t, HP_SLOT, "qw0");
-    dev = container_of(t->vdev, QVirtioPCIDevice, vdev);
-    cfg = dev->common_cfg_offset;
-
     injector_start(&inj, t, 0);
     for (i = 0; i < 64; i++) {
         churn(t, &seq);
-        qpci_io_writew(dev->pdev, dev->bar, cfg +
-                       offsetof(struct virtio_pci_common_cfg, queue_select),
-                       i & 1);
-        size = qpci_io_readw(dev->pdev, dev->bar, cfg +
-                       offsetof(struct virtio_pci_common_cfg, queue_size));
-        qpci_io_writew(dev->pdev, dev->bar, cfg +
-                       offsetof(struct virtio_pci_common_cfg, queue_size),
-                       size / 4);
-        qpci_io_writew(dev->pdev, dev->bar, cfg +
-                       offsetof(struct virtio_pci_common_cfg, queue_enable),
-                       1);
-        g_assert_cmpuint(qpci_io_readw(dev->pdev, dev->bar, cfg +
-                       offsetof(struct virtio_pci_common_cfg, queue_size)),
-                         ==, size);
+        common_writew(t, COMMON_CFG(cfg.queue_select), i & 1);
+        size = common_readw(t, COMMON_CFG(cfg.queue_size));
+        common_writew(t, COMMON_CFG(cfg.queue_size), size / 4);
+        common_writew(t, COMMON_CFG(cfg.queue_enable), 1);
+        g_assert_cmpuint(common_readw(t, COMMON_CFG(cfg.queue_size)), ==,
+                         size);
     }
     injector_stop(&inj);
-    g_assert_true(query_running(t->qts));
-    g_assert_cmphex(t->vdev->bus->get_status(t->vdev) &
-                    VIRTIO_CONFIG_S_NEEDS_RESET, ==, 0);
-    restart_and_check(t);
-    dp_shutdown(t);
+    check_survived(t);
 }
 
 /*

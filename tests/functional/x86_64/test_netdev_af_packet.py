@@ -143,12 +143,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_UDP, 103, 1000)
 s.sendto(b'x' * 8000, ('10.78.0.2', 9))
 """)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            after = self.query_stats(vm)
-            if after['rx-oversize'] > before['rx-oversize']:
-                break
-            time.sleep(0.2)
+        after = self.wait_stat(vm, 'rx-oversize', before['rx-oversize'] + 1)
         self.assertEqual(after['rx-oversize'] - before['rx-oversize'], 1,
                          after)
         self.assertEqual(after['rx-truncated'], 0, after)
