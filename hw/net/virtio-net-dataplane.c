@@ -42,6 +42,7 @@
 #include "net/net-aio.h"
 #include "net/net-stats.h"
 #include "system/iothread.h"
+#include "system/mem-reentrancy.h"
 #include "system/memory.h"
 #include "system/stats.h"
 #include "virtio-net-dataplane.h"
@@ -138,6 +139,22 @@ static inline void vndp_count(VirtIONetDPQueue *dq, VNDPCounter c,
 static inline NetClientState *vndp_nc(VirtIONetDPQueue *dq)
 {
     return qemu_get_subqueue(dq->dp->n->nic, dq->index);
+}
+
+/*
+ * Every entry point of the pair's context opens a scope of this guard
+ * (the transport's: see virtio_net_device_realize()).  In the IOThread,
+ * without the BQL, that keeps the device's DMA to guest RAM: rings or
+ * buffers that a guest puts over registers, its own or another device's,
+ * are refused by the memory dispatch (system/mem-reentrancy.h) instead of
+ * re-entering the device, or taking the BQL while the main loop holds it
+ * and waits for this IOThread.
+ *
+ * Context: any
+ */
+static inline MemReentrancyGuard *vndp_guard(VirtIONetDPQueue *dq)
+{
+    return dq->dp->n->nic->reentrancy_guard;
 }
 
 /*
@@ -356,6 +373,7 @@ static void vndp_tx_complete(NetClientState *nc, ssize_t len)
     VirtIONet *n = qemu_get_nic_opaque(nc);
     VirtIONetDPQueue *dq = n->vqs[nc->queue_index].dp;
     VirtIONetQueue *q = dq->q;
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     virtqueue_fill(q->tx_vq, q->async_tx.elem, 0, dq->tx_unflushed++);
     vndp_tx_flush(dq);
@@ -380,6 +398,8 @@ static void vndp_tx_complete(NetClientState *nc, ssize_t len)
 /* Context: dq->ctx */
 static void vndp_tx_bh(void *opaque)
 {
+    MEM_REENTRANCY_GUARD(vndp_guard(opaque));
+
     vndp_tx_run(opaque);
 }
 
@@ -387,6 +407,7 @@ static void vndp_tx_bh(void *opaque)
 static void vndp_tx_kick(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     if (event_notifier_test_and_clear(e)) {
         vndp_count(dq, VNDP_TX_KICKS, 1);
@@ -413,6 +434,7 @@ static bool vndp_tx_poll(void *opaque)
 {
     VirtIONetDPQueue *dq = container_of(opaque, VirtIONetDPQueue,
                                         tx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     return vndp_tx_pending(dq) ||
            (dq->tx_hold_deadline &&
@@ -423,6 +445,7 @@ static bool vndp_tx_poll(void *opaque)
 static void vndp_tx_poll_ready(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     if (vndp_tx_pending(dq)) {
         vndp_count(dq, VNDP_TX_POLLED, 1);
@@ -434,6 +457,7 @@ static void vndp_tx_poll_ready(EventNotifier *e)
 static void vndp_tx_poll_begin(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     dq->tx_polling = true;
     virtio_queue_set_notification(dq->q->tx_vq, 0);
@@ -443,6 +467,7 @@ static void vndp_tx_poll_begin(EventNotifier *e)
 static void vndp_tx_poll_end(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, tx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     dq->tx_polling = false;
     vndp_tx_flush(dq);
@@ -469,6 +494,8 @@ static void vndp_rx_flush(VirtIONetDPQueue *dq)
 /* The backend's handler is done: end of the batch.  Context: dq->ctx */
 static void vndp_rx_flush_bh(void *opaque)
 {
+    MEM_REENTRANCY_GUARD(vndp_guard(opaque));
+
     vndp_rx_flush(opaque);
 }
 
@@ -538,6 +565,7 @@ static void vndp_rx_resume(VirtIONetDPQueue *dq)
 static void vndp_rx_kick(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, rx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     if (event_notifier_test_and_clear(e)) {
         vndp_count(dq, VNDP_RX_KICKS, 1);
@@ -561,6 +589,7 @@ static bool vndp_rx_poll(void *opaque)
 {
     VirtIONetDPQueue *dq = container_of(opaque, VirtIONetDPQueue,
                                         rx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     return dq->rx_stalled &&
            virtio_queue_enable_notification_and_check(dq->q->rx_vq,
@@ -571,6 +600,7 @@ static bool vndp_rx_poll(void *opaque)
 static void vndp_rx_poll_ready(EventNotifier *e)
 {
     VirtIONetDPQueue *dq = container_of(e, VirtIONetDPQueue, rx_notifier);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     vndp_count(dq, VNDP_RX_POLLED, 1);
     vndp_rx_resume(dq);
@@ -579,6 +609,8 @@ static void vndp_rx_poll_ready(EventNotifier *e)
 /* Catch up after an attach.  Context: dq->ctx */
 static void vndp_rx_resume_bh(void *opaque)
 {
+    MEM_REENTRANCY_GUARD(vndp_guard(opaque));
+
     vndp_rx_resume(opaque);
 }
 
@@ -649,6 +681,7 @@ static void vndp_detach_bh(void *opaque)
     VNDPDetach *d = opaque;
     VirtIONetDPQueue *dq = d->dq;
     NetClientState *nc = vndp_nc(dq);
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     aio_set_event_notifier(dq->ctx, &dq->tx_notifier, NULL, NULL, NULL);
     aio_set_event_notifier(dq->ctx, &dq->rx_notifier, NULL, NULL, NULL);

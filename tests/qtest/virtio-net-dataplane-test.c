@@ -2281,6 +2281,150 @@ static void test_features_mq_late(void)
     check_features_mq_late("iothread=io0,");
 }
 
+/* The guest-physical address of @off in the device's modern BAR */
+static uint64_t bar_addr(DPTest *t, uint32_t off)
+{
+    QVirtioPCIDevice *dev = container_of(t->vdev, QVirtioPCIDevice, vdev);
+
+    g_assert_false(dev->bar.is_io);
+    return dev->bar.addr + off;
+}
+
+static void common_writeq(DPTest *t, size_t off, uint64_t val)
+{
+    QVirtioPCIDevice *dev = container_of(t->vdev, QVirtioPCIDevice, vdev);
+
+    qpci_io_writel(dev->pdev, dev->bar, dev->common_cfg_offset + off, val);
+    qpci_io_writel(dev->pdev, dev->bar, dev->common_cfg_offset + off + 4,
+                   val >> 32);
+}
+
+/*
+ * Give queue @index a new device area at @used, the rest as it was: the
+ * queue is reset, so both sides start again from index 0.
+ */
+static void vq_move_used(DPTest *t, unsigned int index, uint64_t used)
+{
+    QVirtQueue *vq = t->vqs[index];
+
+    g_assert_cmpuint(qvirtqueue_get_buf(t->qts, vq, NULL, NULL), ==, false);
+    common_writew(t, COMMON_CFG(cfg.queue_select), index);
+    common_writew(t, COMMON_CFG(queue_reset), 1);
+    qvirtqueue_cleanup(t->vdev->bus, vq, t->alloc);
+    t->vqs[index] = vq = qvirtqueue_setup(t->vdev, t->alloc, index);
+    common_writew(t, COMMON_CFG(queue_reset), 1);
+    common_writeq(t, COMMON_CFG(cfg.queue_desc_lo), vq->desc);
+    common_writeq(t, COMMON_CFG(cfg.queue_avail_lo), vq->avail);
+    common_writeq(t, COMMON_CFG(cfg.queue_used_lo), used);
+    common_writew(t, COMMON_CFG(cfg.queue_enable), 1);
+}
+
+static void assert_driver_ok(DPTest *t)
+{
+    g_assert_true(query_running(t->qts));
+    g_assert_cmphex(t->vdev->bus->get_status(t->vdev), ==,
+                    VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+                    VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+}
+
+/*
+ * The driver gives the device a receive buffer over the device's own
+ * registers, from device_status on, so that a frame's header would reset
+ * the device; then a frame to send read from there; then, with an
+ * IOThread, a TX used ring there too, whose flags would be the status.
+ * The device's DMA into its own registers is refused, as QEMU refuses
+ * re-entrant I/O elsewhere: QEMU goes on, the device keeps its status and
+ * works after a reset.  Without an IOThread, the ring's case is
+ * upstream's (the ioeventfd handler is not guarded); it must survive.
+ */
+static void check_dma_self(const char *io)
+{
+    uint32_t head, desc, len;
+    uint64_t regs;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -device virtio-net-pci,id=dm0,netdev=hs0,%saddr=%d",
+                io, HP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "dm0");
+    regs = bar_addr(t, container_of(t->vdev, QVirtioPCIDevice, vdev)->
+                    common_cfg_offset + COMMON_CFG(cfg.device_status));
+
+    head = qvirtqueue_add(t->qts, rx_vq(t, 0), regs, BUF_SIZE, true, false);
+    qvirtqueue_kick(t->qts, t->vdev, rx_vq(t, 0), head);
+    inject(t, 0);
+    head = qvirtqueue_add(t->qts, tx_vq(t, 0), regs, FRAME_HDRS + 64,
+                          false, false);
+    qvirtqueue_kick(t->qts, t->vdev, tx_vq(t, 0), head);
+    g_usleep(QUIET_US);
+    assert_driver_ok(t);
+
+    get_used(t, tx_vq(t, 0), &desc, &len, true);
+    vq_move_used(t, 1, regs);
+    tx_send(t, 0, 1, 1);
+    g_usleep(QUIET_US);
+    g_assert_true(query_running(t->qts));
+    if (*io) {
+        assert_driver_ok(t);
+    }
+    t->pair[0].tx_pending = 0;
+    check_survived(t);
+}
+
+static void test_dma_self(void)
+{
+    check_dma_self("");
+    check_dma_self("iothread=io0,");
+}
+
+/*
+ * Receive buffers over registers (the device's configuration space, where
+ * writes do nothing) while frames flood in and the main loop pauses the
+ * queue pair again and again: the IOThread must not wait for the BQL that
+ * the main loop holds while it waits for the IOThread (control commands
+ * and set_link pause the pair).
+ */
+static void test_dma_busy(void)
+{
+    uint8_t promisc[3] = { VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC };
+    QVirtQueue *vq;
+    uint64_t regs;
+    uint32_t head;
+    Injector inj;
+    unsigned int i;
+    DPTest *t = dp_boot_queues("db0");
+
+    if (!t) {
+        return;
+    }
+    vq = rx_vq(t, 0);
+    regs = bar_addr(t, container_of(t->vdev, QVirtioPCIDevice, vdev)->
+                    device_cfg_offset);
+    for (i = 0; i < vq->size; i++) {
+        head = qvirtqueue_add(t->qts, vq, regs, BUF_SIZE, true, false);
+        qvirtqueue_kick(t->qts, t->vdev, vq, head);
+    }
+    injector_start(&inj, t, 0);
+    for (i = 0; i < 4 * PAUSES; i++) {
+        promisc[2] = i & 1;
+        if (i < PAUSES) {
+            g_assert_cmpint(ctrl_cmd(t, promisc, sizeof(promisc), 2, true),
+                            ==, VIRTIO_NET_OK);
+        }
+        qtest_qmp_assert_success(t->qts, "{ 'execute': 'set_link',"
+                                 " 'arguments': { 'name': 'db0',"
+                                 " 'up': %i } }", i & 1);
+    }
+    injector_stop(&inj);
+    g_assert_cmpint(get_stat(t, 0, "rx-packets"), >, 0);
+    assert_driver_ok(t);
+    check_survived(t);
+}
+
 static void register_virtio_net_dataplane_test(void)
 {
     static const char *const backends[] = { "af-packet", "tap" };
@@ -2325,6 +2469,8 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
     qtest_add_func("virtio-net-dataplane/features-mq-late",
                    test_features_mq_late);
+    qtest_add_func("virtio-net-dataplane/dma-self", test_dma_self);
+    qtest_add_func("virtio-net-dataplane/dma-busy", test_dma_busy);
 }
 
 libqos_init(register_virtio_net_dataplane_test);
