@@ -45,6 +45,7 @@
 #include "system/mem-reentrancy.h"
 #include "system/memory.h"
 #include "system/stats.h"
+#include "virtio-net-coal.h"
 #include "virtio-net-dataplane.h"
 #include "trace.h"
 
@@ -158,15 +159,24 @@ static inline MemReentrancyGuard *vndp_guard(VirtIONetDPQueue *dq)
 }
 
 /*
- * Interrupt the guest for @vq unless it asked not to be, and count which.
+ * @packets more went through @vq: interrupt the guest unless it asked not
+ * to be or coalesces them (virtio-net-coal.c), and count which.
  *
  * Context: the pair's context
  */
-static void vndp_notify(VirtIONetDPQueue *dq, VirtQueue *vq, VNDPCounter c)
+static void vndp_notify(VirtIONetDPQueue *dq, VirtQueue *vq, VNDPCounter c,
+                        unsigned int packets)
 {
-    bool sent = virtio_try_notify(VIRTIO_DEVICE(dq->dp->n), vq);
-
-    vndp_count(dq, sent ? c : c + 1, 1);
+    switch (virtio_net_coal_notify(dq->dp->n, vq, packets)) {
+    case VIRTIO_NET_COAL_SENT:
+        vndp_count(dq, c, 1);
+        break;
+    case VIRTIO_NET_COAL_SUPPRESSED:
+        vndp_count(dq, c + 1, 1);
+        break;
+    case VIRTIO_NET_COAL_HELD:
+        break;
+    }
 }
 
 /* ---- TX ---- */
@@ -187,7 +197,7 @@ static void vndp_tx_flush(VirtIONetDPQueue *dq)
     dq->tx_unflushed = 0;
     dq->tx_hold_deadline = 0;
     virtqueue_flush(dq->q->tx_vq, count);
-    vndp_notify(dq, dq->q->tx_vq, VNDP_TX_IRQS);
+    vndp_notify(dq, dq->q->tx_vq, VNDP_TX_IRQS, count);
     vndp_count(dq, VNDP_TX_BATCHES, 1);
 }
 
@@ -207,6 +217,11 @@ static void vndp_tx_hold(VirtIONetDPQueue *dq)
     int64_t now;
 
     if (!dq->tx_unflushed) {
+        return;
+    }
+    if (virtio_net_coal_active(dq->dp->n, dq->q->tx_vq)) {
+        /* The driver's parameters hold the interrupt instead */
+        vndp_tx_flush(dq);
         return;
     }
     now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
@@ -327,7 +342,7 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
         dropped = virtqueue_drop_all(vq);
         if (dropped) {
             vndp_count(dq, VNDP_TX_DROPPED, dropped);
-            vndp_notify(dq, vq, VNDP_TX_IRQS);
+            vndp_notify(dq, vq, VNDP_TX_IRQS, dropped);
         }
         return;
     }
@@ -480,13 +495,15 @@ static void vndp_tx_poll_end(EventNotifier *e)
 static void vndp_rx_flush(VirtIONetDPQueue *dq)
 {
     unsigned int count = dq->rx_unflushed;
+    unsigned int packets = dq->rx_unflushed_packets;
 
     if (!count) {
         return;
     }
     dq->rx_unflushed = 0;
+    dq->rx_unflushed_packets = 0;
     virtqueue_flush(dq->q->rx_vq, count);
-    vndp_notify(dq, dq->q->rx_vq, VNDP_RX_IRQS);
+    vndp_notify(dq, dq->q->rx_vq, VNDP_RX_IRQS, packets);
     vndp_count(dq, VNDP_RX_BATCHES, 1);
     trace_virtio_net_dp_rx_flush(dq->dp->n, dq->index, count);
 }
@@ -518,6 +535,7 @@ bool virtio_net_dataplane_rx_filled(VirtIONetQueue *q, unsigned int count,
         qemu_bh_schedule(dq->rx_flush_bh);
     }
     dq->rx_unflushed += count;
+    dq->rx_unflushed_packets++;
     return true;
 }
 
@@ -651,10 +669,16 @@ static void vndp_attach(VirtIONetDPQueue *dq)
     dq->tx_notifier = *virtio_queue_get_host_notifier(q->tx_vq);
     dq->rx_notifier = *virtio_queue_get_host_notifier(q->rx_vq);
 
-    qemu_net_pair_set_aio_context(nc, dq->ctx);
-    dq->attached = true;
-
+    /*
+     * All set before the backend moves: from then on the IOThread may
+     * deliver a frame (virtio_net_dataplane_rx_filled() reads attached)
+     * or complete one of ours (vndp_tx_complete() uses the TX queue).
+     */
     virtio_queue_set_notification(q->tx_vq, 1);
+    virtio_net_coal_move(dq->dp->n, dq->index, dq->ctx);
+    dq->attached = true;
+    qemu_net_pair_set_aio_context(nc, dq->ctx);
+
     aio_set_event_notifier(dq->ctx, &dq->tx_notifier, vndp_tx_kick,
                            vndp_tx_poll, vndp_tx_poll_ready);
     aio_set_event_notifier_poll(dq->ctx, &dq->tx_notifier,
@@ -708,6 +732,7 @@ static void vndp_detach_bh(void *opaque)
     if (!dq->q->async_tx.elem) {
         virtio_queue_set_notification(dq->q->tx_vq, 1);
     }
+    virtio_net_coal_move(dq->dp->n, dq->index, NULL);
     qemu_net_pair_set_aio_context(nc, NULL);
 }
 
@@ -975,13 +1000,13 @@ void virtio_net_dataplane_queue_reset(VirtIONet *n, uint32_t vq_index)
 {
     VirtIONetDPQueue *dq = vndp_vq_pair(n, vq_index);
 
-    if (!dq) {
-        return;
+    if (dq) {
+        if (!dq->vqs_reset) {
+            qemu_net_client_drained_begin(vndp_nc(dq));
+        }
+        dq->vqs_reset |= 1u << (vq_index % 2);
     }
-    if (!dq->vqs_reset) {
-        qemu_net_client_drained_begin(vndp_nc(dq));
-    }
-    dq->vqs_reset |= 1u << (vq_index % 2);
+    virtio_net_coal_queue_enable(n, vq_index, false);
 }
 
 /* Context: BQL held */
@@ -990,6 +1015,7 @@ void virtio_net_dataplane_queue_enable(VirtIONet *n, uint32_t vq_index)
     VirtIONetDPQueue *dq = vndp_vq_pair(n, vq_index);
     unsigned int bit = 1u << (vq_index % 2);
 
+    virtio_net_coal_queue_enable(n, vq_index, true);
     if (!dq || !(dq->vqs_reset & bit)) {
         return;
     }
@@ -1009,6 +1035,7 @@ void virtio_net_dataplane_reset(VirtIONet *n)
 {
     VirtIONetDataPlane *dp = n->dataplane;
 
+    virtio_net_coal_reset(n);
     if (!dp) {
         return;
     }
@@ -1037,13 +1064,11 @@ void virtio_net_dataplane_get_stats(NetClientState *nc, NetStatsBuilder *b)
     VirtIONet *n = qemu_get_nic_opaque(nc);
     VirtIONetDPQueue *dq = n->vqs[nc->queue_index].dp;
 
-    if (!dq) {
-        return;
-    }
-    for (unsigned int c = 0; c < VNDP__MAX; c++) {
+    for (unsigned int c = 0; dq && c < VNDP__MAX; c++) {
         net_stats_add(b, vndp_counter_names[c],
                       qatomic_read__nocheck(&dq->counters[c]));
     }
+    virtio_net_coal_get_stats(n, nc->queue_index, b);
 }
 
 /* query-stats provider "virtio-net".  Context: BQL held */
@@ -1111,11 +1136,10 @@ static bool vndp_check(VirtIONet *n, AioContext **ctxs, Error **errp)
 }
 
 /* Context: BQL held */
-bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
+static bool vndp_realize(VirtIONet *n, Error **errp)
 {
     g_autofree AioContext **ctxs = NULL;
     VirtIONetDataPlane *dp;
-    static bool stats_registered;
 
     if (!n->iothread && !n->iothread_vq_mapping_list) {
         return true;
@@ -1174,11 +1198,30 @@ bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
      * vhost-only masking callbacks of virtio-net do not apply.
      */
     VIRTIO_DEVICE(n)->use_guest_notifier_mask = false;
+    return true;
+}
+
+/*
+ * netplane's state of a virtio-net device: the dataplane, and
+ * notification coalescing, which every device may have.
+ *
+ * Context: BQL held (realize)
+ */
+bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
+{
+    static bool stats_registered;
 
     if (!stats_registered) {
         add_stats_callbacks(STATS_PROVIDER_VIRTIO_NET, vndp_stats_cb,
                             vndp_stats_schemas_cb);
         stats_registered = true;
+    }
+    if (!virtio_net_coal_realize(n, errp)) {
+        return false;
+    }
+    if (!vndp_realize(n, errp)) {
+        virtio_net_coal_unrealize(n);
+        return false;
     }
     return true;
 }
@@ -1203,6 +1246,7 @@ void virtio_net_dataplane_unrealize(VirtIONet *n)
 {
     VirtIONetDataPlane *dp = n->dataplane;
 
+    virtio_net_coal_unrealize(n);
     if (!dp) {
         return;
     }

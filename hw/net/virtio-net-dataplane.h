@@ -44,6 +44,7 @@ struct VirtIONetDPQueue {
     unsigned int tx_unflushed;  /* TX used entries filled, not flushed */
     int64_t tx_hold_deadline;   /* flush them by then, 0: none held */
     unsigned int rx_unflushed;  /* RX used entries filled, not flushed */
+    unsigned int rx_unflushed_packets;  /* the packets in them */
     bool rx_stalled;            /* RX waits for buffers, polled... */
     int rx_stall_avail;         /* ...for the avail index to leave this */
     QEMUBH *tx_bh;              /* TX budget spent: go on */

@@ -2,7 +2,8 @@
 /*
  * nptraffic: netplane's traffic generator and measurer.  The client runs
  * statically linked in the busybox guest, the server natively on the host
- * side inside a network namespace.
+ * side inside a network namespace.  In the guest, which has no ethtool, it
+ * also reads and sets a NIC's interrupt coalescing ("coalesce", below).
  *
  * Control protocol: text lines over one TCP connection, the client drives.
  *
@@ -1494,6 +1495,146 @@ out:
     return ret;
 }
 
+/* ---- interrupt coalescing: ethtool -c / -C without ethtool ---- */
+
+/* ethtool -C's names for the fields of struct ethtool_coalesce we handle */
+static const char *const coal_names[] = {
+    "rx-usecs", "rx-frames", "tx-usecs", "tx-frames",
+};
+#define NCOAL ((int)(sizeof(coal_names) / sizeof(coal_names[0])))
+
+static uint32_t *coal_field(struct ethtool_coalesce *ec, int k)
+{
+    uint32_t *f[NCOAL] = {
+        &ec->rx_coalesce_usecs, &ec->rx_max_coalesced_frames,
+        &ec->tx_coalesce_usecs, &ec->tx_max_coalesced_frames,
+    };
+
+    return f[k];
+}
+
+/* SIOCETHTOOL @cmd (ETHTOOL_GCOALESCE or _SCOALESCE) on @ec; 0 or errno */
+static int coal_ioctl(int fd, const char *ifname, uint32_t cmd,
+                      struct ethtool_coalesce *ec)
+{
+    struct ifreq ifr;
+
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+    ec->cmd = cmd;
+    ifr.ifr_data = (void *)ec;
+    return ioctl(fd, SIOCETHTOOL, &ifr) < 0 ? errno : 0;
+}
+
+/*
+ * The errno is the answer the host looks for (the driver says EOPNOTSUPP,
+ * EINVAL or EBUSY depending on the device's features and the link), so
+ * print its name: those SIOCETHTOOL can give by name (glibc's
+ * strerrorname_np() is not for QEMU-style code), any other as a number.
+ */
+#define ERRNO_NAME(e) { e, #e }
+static const struct {
+    int err;
+    const char *name;
+} errno_names[] = {
+    ERRNO_NAME(EOPNOTSUPP), ERRNO_NAME(EINVAL), ERRNO_NAME(EBUSY),
+    ERRNO_NAME(ENODEV), ERRNO_NAME(EPERM), ERRNO_NAME(EACCES),
+    ERRNO_NAME(EFAULT), ERRNO_NAME(ENOMEM), ERRNO_NAME(EIO),
+    ERRNO_NAME(EAGAIN), ERRNO_NAME(ETIMEDOUT), ERRNO_NAME(ENOTTY),
+};
+
+static int coal_error(int err, const char *op)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++) {
+        if (errno_names[i].err == err) {
+            printf("NPGUEST coalesce error=%s op=%s\n", errno_names[i].name,
+                   op);
+            return 1;
+        }
+    }
+    printf("NPGUEST coalesce error=%d op=%s\n", err, op);
+    return 1;
+}
+
+/*
+ * nptraffic coalesce IFNAME [NAME N]...: ethtool -c, or with values
+ * ethtool -C.  SCOALESCE takes the whole struct, so like ethtool -C read
+ * it first and change only the fields given: the others (ours and those
+ * we don't expose) keep what the driver reported.  The values printed are
+ * read back after the write, i.e. what the driver kept, not what was
+ * asked.  0, 1 when an ioctl failed, 2 on bad usage (the caller prints
+ * the usage text).
+ */
+static int coalesce_main(int argc, char **argv)
+{
+    struct ethtool_coalesce ec;
+    const char *ifname = argc > 2 ? argv[2] : "";
+    uint32_t val[NCOAL];
+    uint64_t v;
+    int given[NCOAL] = { 0 }, any = 0, i, k, fd, err;
+    char junk;
+
+    if (argc < 3 || !*ifname || strlen(ifname) >= IFNAMSIZ ||
+        (argc - 3) % 2) {
+        fprintf(stderr, "nptraffic: coalesce needs IFNAME and NAME N pairs\n");
+        return 2;
+    }
+    for (i = 3; i < argc; i += 2) {
+        for (k = 0; k < NCOAL && strcmp(argv[i], coal_names[k]); k++) {
+            ;
+        }
+        /* digits only: sscanf alone would take "-1" or " 1" */
+        if (k == NCOAL || !argv[i + 1][0] ||
+            argv[i + 1][strspn(argv[i + 1], "0123456789")] ||
+            sscanf(argv[i + 1], "%" SCNu64 "%c", &v, &junk) != 1 ||
+            v > UINT32_MAX) {
+            fprintf(stderr, "nptraffic: bad coalesce value '%s %s'\n",
+                    argv[i], argv[i + 1]);
+            return 2;
+        }
+        val[k] = v;
+        given[k] = any = 1;
+    }
+
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return coal_error(errno, "get");
+    }
+    memset(&ec, 0, sizeof(ec));
+    err = coal_ioctl(fd, ifname, ETHTOOL_GCOALESCE, &ec);
+    if (err) {
+        close(fd);
+        return coal_error(err, "get");
+    }
+    if (any) {
+        for (k = 0; k < NCOAL; k++) {
+            if (given[k]) {
+                *coal_field(&ec, k) = val[k];
+            }
+        }
+        err = coal_ioctl(fd, ifname, ETHTOOL_SCOALESCE, &ec);
+        if (err) {
+            close(fd);
+            return coal_error(err, "set");
+        }
+        memset(&ec, 0, sizeof(ec));
+        err = coal_ioctl(fd, ifname, ETHTOOL_GCOALESCE, &ec);
+        if (err) {
+            close(fd);
+            return coal_error(err, "get");
+        }
+    }
+    close(fd);
+    printf("NPGUEST coalesce");
+    for (k = 0; k < NCOAL; k++) {
+        printf(" %s=%" PRIu32, coal_names[k], *coal_field(&ec, k));
+    }
+    printf("\n");
+    return 0;
+}
+
 /* ---- main ---- */
 
 static void usage(FILE *f)
@@ -1501,6 +1642,8 @@ static void usage(FILE *f)
     fprintf(f,
 "Usage: nptraffic server [--port P] [--once]\n"
 "       nptraffic client --server ADDR [--port P] [--irq] TEST [TEST...]\n"
+"       nptraffic coalesce IFNAME [rx-usecs N] [rx-frames N] [tx-usecs N]\n"
+"                          [tx-frames N]\n"
 "       nptraffic version\n"
 "\n"
 "Tests (SIZE: Ethernet frame bytes without FCS, 64..1514; PPS 0 = max):\n"
@@ -1515,6 +1658,11 @@ static void usage(FILE *f)
 "--irq: add virtio interrupt deltas from /proc/interrupts, UDP drop\n"
 "       deltas from /proc/net/snmp (this host's stack) and virtio_net's\n"
 "       kick and queue packet deltas (ethtool -S) to results.\n"
+"coalesce: IFNAME's interrupt coalescing, as ethtool -c shows it; with\n"
+"       values, first change those (the rest as read) and write them as\n"
+"       ethtool -C does.  Prints what the driver reports afterwards, as\n"
+"       'NPGUEST coalesce rx-usecs=A rx-frames=B tx-usecs=C tx-frames=D',\n"
+"       or 'NPGUEST coalesce error=ERRNO op=get|set' (exit status 1).\n"
 "Exit status: 0 all tests passed, 1 failure, 2 usage error.\n",
             DEFAULT_PORT);
 }
@@ -1523,7 +1671,7 @@ int main(int argc, char **argv)
 {
     const char *server = NULL;
     uint64_t port = DEFAULT_PORT;
-    int i, once = 0, irq = 0, ntests = 0, client;
+    int i, once = 0, irq = 0, ntests = 0, client, ret;
     char junk;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1541,6 +1689,13 @@ int main(int argc, char **argv)
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "coalesce")) {
+        ret = coalesce_main(argc, argv);
+        if (ret == 2) {
+            usage(stderr);
+        }
+        return ret;
     }
     if (argc < 2 || (strcmp(argv[1], "server") && strcmp(argv[1], "client"))) {
         usage(stderr);

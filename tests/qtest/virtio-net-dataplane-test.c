@@ -98,7 +98,9 @@
                          (1ull << VIRTIO_NET_F_MRG_RXBUF) | \
                          (1ull << VIRTIO_NET_F_CTRL_VQ) | \
                          (1ull << VIRTIO_NET_F_MQ) | \
-                         (1ull << VIRTIO_F_RING_RESET))
+                         (1ull << VIRTIO_F_RING_RESET) | \
+                         (1ull << VIRTIO_NET_F_NOTF_COAL) | \
+                         (1ull << VIRTIO_NET_F_VQ_NOTF_COAL))
 
 static const uint8_t peer_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x01 };
 
@@ -109,6 +111,12 @@ static const char *const dp_counters[] = {
     "tx-interrupts-suppressed",
     "rx-kicks", "rx-polled", "rx-packets", "rx-bytes", "rx-dropped",
     "rx-batches", "rx-no-buffers", "rx-interrupts", "rx-interrupts-suppressed",
+};
+
+/* And those of notification coalescing (notf_coal=on) */
+static const char *const coal_counters[] = {
+    "rx-coal-interrupts-packets", "rx-coal-interrupts-usecs", "rx-coal-held",
+    "tx-coal-interrupts-packets", "tx-coal-interrupts-usecs", "tx-coal-held",
 };
 
 typedef struct DPPair {
@@ -413,7 +421,7 @@ static QDict *dp_query(QTestState *qts, const char *nic, unsigned int queue,
 {
     QDict *rsp, *stats = NULL;
     QListEntry *e, *f;
-    unsigned int n = 0, i;
+    unsigned int n = 0, i, ncoal;
 
     rsp = qtest_qmp(qts, "{ 'execute': 'query-stats', 'arguments': {"
                     " 'target': 'netdev',"
@@ -436,10 +444,18 @@ static QDict *dp_query(QTestState *qts, const char *nic, unsigned int queue,
             g_assert_false(qdict_haskey(one, name));
             qdict_put_int(one, name, qdict_get_int(st, "value"));
         }
-        for (i = 0; i < G_N_ELEMENTS(dp_counters); i++) {
-            g_assert_true(qdict_haskey(one, dp_counters[i]));
+        /* Coalescing counters come with notf_coal, with or without DP */
+        for (i = 0, ncoal = 0; i < G_N_ELEMENTS(coal_counters); i++) {
+            ncoal += qdict_haskey(one, coal_counters[i]);
         }
-        g_assert_cmpuint(qdict_size(one), ==, G_N_ELEMENTS(dp_counters));
+        g_assert_true(ncoal == 0 || ncoal == G_N_ELEMENTS(coal_counters));
+        if (qdict_size(one) > ncoal) {
+            for (i = 0; i < G_N_ELEMENTS(dp_counters); i++) {
+                g_assert_true(qdict_haskey(one, dp_counters[i]));
+            }
+            g_assert_cmpuint(qdict_size(one), ==,
+                             G_N_ELEMENTS(dp_counters) + ncoal);
+        }
         if (qdict_get_int(res, "queue") == queue) {
             g_assert_null(stats);
             stats = one;
@@ -762,6 +778,17 @@ static void vq_no_interrupt(DPTest *t, QVirtQueue *vq)
 }
 
 /*
+ * Commands complete before the next one goes: reuse the control queue's
+ * descriptors from the start when a chain of three may not fit.
+ */
+static void ctrl_rewind(QVirtQueue *vq)
+{
+    if (vq->free_head + 3 > vq->size) {
+        vq->free_head = 0;
+    }
+}
+
+/*
  * A control command: @cmd (class, command, data) in an out buffer of
  * @split bytes and one of the rest, then an in buffer for the ack unless
  * @ack is false.  Returns the ack, or -1 if the device did not use the
@@ -778,6 +805,7 @@ static int ctrl_cmd(DPTest *t, const void *cmd, size_t len, size_t split,
 
     g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_CTRL_VQ));
     g_assert_cmpuint(split, <=, len);
+    ctrl_rewind(vq);
     qtest_memwrite(t->qts, addr, cmd, len);
     qtest_writeb(t->qts, addr + len, 0xff);
     head = qvirtqueue_add(t->qts, vq, addr, split, false,
@@ -2425,6 +2453,290 @@ static void test_dma_busy(void)
     check_survived(t);
 }
 
+/* ---- notification coalescing (notf_coal, vq_notf_coal) ---- */
+
+/* A NOTF_COAL command @cmd with @len bytes of @data; returns the ack. */
+static int coal_cmd(DPTest *t, uint8_t cmd, const void *data, size_t len)
+{
+    uint8_t req[2 + 16] = { VIRTIO_NET_CTRL_NOTF_COAL, cmd };
+
+    g_assert_cmpuint(len, <=, sizeof(req) - 2);
+    memcpy(req + 2, data, len);
+    return ctrl_cmd(t, req, 2 + len, 2, true);
+}
+
+/* TX_SET or RX_SET (@tx) to @packets and @usecs */
+static void coal_set(DPTest *t, bool tx, uint32_t packets, uint32_t usecs)
+{
+    uint8_t coal[8];
+
+    stl_le_p(coal, packets);
+    stl_le_p(coal + 4, usecs);
+    g_assert_cmpint(coal_cmd(t, tx ? VIRTIO_NET_CTRL_NOTF_COAL_TX_SET :
+                             VIRTIO_NET_CTRL_NOTF_COAL_RX_SET,
+                             coal, sizeof(coal)), ==, VIRTIO_NET_OK);
+}
+
+static int coal_vq_set(DPTest *t, uint16_t vq, uint32_t packets,
+                       uint32_t usecs)
+{
+    uint8_t coal[12] = { 0 };
+
+    stw_le_p(coal, vq);
+    stl_le_p(coal + 4, packets);
+    stl_le_p(coal + 8, usecs);
+    return coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET, coal, sizeof(coal));
+}
+
+/*
+ * VQ_GET for virtqueue @vq: the device writes the parameters and then
+ * the ack into the driver's buffer.  Returns the ack; *@packets and
+ * *@usecs get the parameters when it is VIRTIO_NET_OK.
+ */
+static int coal_vq_get(DPTest *t, uint16_t vq, uint32_t *packets,
+                       uint32_t *usecs)
+{
+    QVirtQueue *cvq = t->vqs[2 * t->pairs];
+    uint8_t req[6] = { VIRTIO_NET_CTRL_NOTF_COAL,
+                       VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET };
+    uint64_t addr = guest_alloc(t->alloc, sizeof(req) + 9);
+    uint32_t head, desc, len;
+    uint8_t reply[9];
+    gint64 deadline;
+
+    stw_le_p(req + 2, vq);
+    ctrl_rewind(cvq);
+    qtest_memwrite(t->qts, addr, req, sizeof(req));
+    memset(reply, 0xff, sizeof(reply));
+    qtest_memwrite(t->qts, addr + sizeof(req), reply, sizeof(reply));
+    head = qvirtqueue_add(t->qts, cvq, addr, sizeof(req), false, true);
+    qvirtqueue_add(t->qts, cvq, addr + sizeof(req), sizeof(reply), true,
+                   false);
+    qvirtqueue_kick(t->qts, t->vdev, cvq, head);
+    deadline = g_get_monotonic_time() + TIMEOUT_US;
+    while (!qvirtqueue_get_buf(t->qts, cvq, &desc, &len)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(100);
+    }
+    g_assert_cmpuint(desc, ==, head);
+    qtest_memread(t->qts, addr + sizeof(req), reply, sizeof(reply));
+    guest_free(t->alloc, addr);
+    if (reply[8] == VIRTIO_NET_OK) {
+        g_assert_cmpuint(len, ==, 9);
+        *packets = ldl_le_p(reply);
+        *usecs = ldl_le_p(reply + 4);
+        return VIRTIO_NET_OK;
+    }
+    g_assert_cmpuint(len, ==, 1);
+    return reply[0];
+}
+
+static void coal_expect(DPTest *t, uint16_t vq, uint32_t packets,
+                        uint32_t usecs)
+{
+    uint32_t p, u;
+
+    g_assert_cmpint(coal_vq_get(t, vq, &p, &u), ==, VIRTIO_NET_OK);
+    g_assert_cmpuint(p, ==, packets);
+    g_assert_cmpuint(u, ==, usecs);
+}
+
+/*
+ * Has the device interrupted the guest for @vq since the last look?  (No
+ * MSI-X here: the ISR, which reading clears.)
+ */
+static bool coal_isr(DPTest *t, QVirtQueue *vq)
+{
+    return t->vdev->bus->get_queue_isr_status(t->vdev, vq);
+}
+
+static void coal_wait_isr(DPTest *t, QVirtQueue *vq)
+{
+    gint64 deadline = g_get_monotonic_time() + TIMEOUT_US;
+
+    while (!coal_isr(t, vq)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+}
+
+/* Counter @name of pair 0 must be @val, and stay so while nothing moves */
+static void coal_stat(DPTest *t, const char *name, int64_t val)
+{
+    g_assert_cmpint(wait_stat(t, 0, name, val), ==, val);
+}
+
+/* Frames @first.. received one by one: each is a batch of its own */
+static void coal_rx(DPTest *t, uint32_t first, unsigned int n)
+{
+    for (unsigned int i = 0; i < n; i++) {
+        inject(t, first + i);
+        rx_expect(t, 0, first + i);
+        rx_post(t, 0, 1);
+    }
+}
+
+/* Frames @first.. sent one by one */
+static void coal_tx(DPTest *t, uint32_t first, unsigned int n)
+{
+    for (unsigned int i = 0; i < n; i++) {
+        tx_frames(t, 0, first + i, 1);
+        peer_expect(t, first + i);
+    }
+}
+
+/*
+ * The control commands of notf_coal and vq_notf_coal and what they do to
+ * interrupts, on a device with one queue pair in the main loop or with
+ * @io.  Frames go one by one, so that counts do not depend on batching;
+ * the virtual clock (-accel qtest) moves only when the test steps it.
+ */
+static void check_coal(const char *io)
+{
+    uint8_t bad[12] = { 0 };
+    uint32_t p, u;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -device virtio-net-pci,id=co0,netdev=hs0,%s"
+                "notf_coal=on,vq_notf_coal=on,addr=%d", io, HP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "co0");
+    g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_NOTF_COAL));
+    g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_VQ_NOTF_COAL));
+    rx_fill(t, 0);
+
+    /* Bad commands */
+    g_assert_cmpint(coal_cmd(t, 4, bad, 8), ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_TX_SET, bad, 7),
+                    ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_RX_SET, bad, 9),
+                    ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET, bad, 11),
+                    ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET, bad, 6),
+                    ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_vq_set(t, 2, 1, 1), ==, VIRTIO_NET_ERR); /* ctrl */
+    g_assert_cmpint(coal_vq_set(t, 3, 1, 1), ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_vq_get(t, 0xffff, &p, &u), ==, VIRTIO_NET_ERR);
+
+    /* Last write wins, whatever the command; VQ_GET reads it back */
+    coal_expect(t, 0, 0, 0);
+    coal_set(t, false, 4, 1000);
+    coal_expect(t, 0, 4, 1000);
+    coal_expect(t, 1, 0, 0);
+    g_assert_cmpint(coal_vq_set(t, 0, 8, 2000), ==, VIRTIO_NET_OK);
+    coal_expect(t, 0, 8, 2000);
+    coal_set(t, false, 4, 1000);
+    coal_expect(t, 0, 4, 1000);
+
+    /*
+     * RX, 4 packets or 1000 us: 10 frames interrupt at the 4th and the
+     * 8th; 8 waited, 2 still do.  A max_packets below what is held
+     * interrupts at once; the rest waits for the clock.
+     */
+    g_usleep(QUIET_US);
+    coal_isr(t, rx_vq(t, 0));
+    coal_rx(t, 0, 3);
+    g_usleep(QUIET_US);
+    g_assert_false(coal_isr(t, rx_vq(t, 0)));
+    coal_rx(t, 3, 1);
+    coal_wait_isr(t, rx_vq(t, 0));
+    coal_rx(t, 4, 6);
+    coal_stat(t, "rx-coal-interrupts-packets", 2);
+    coal_stat(t, "rx-coal-held", 8);
+    g_assert_cmpint(coal_vq_set(t, 0, 8, 1000), ==, VIRTIO_NET_OK);
+    coal_stat(t, "rx-coal-interrupts-packets", 2);
+    coal_set(t, false, 2, 1000);
+    coal_stat(t, "rx-coal-interrupts-packets", 3);
+    coal_rx(t, 10, 1);
+    qtest_clock_step(t->qts, 999 * 1000);
+    g_usleep(QUIET_US);
+    coal_stat(t, "rx-coal-interrupts-usecs", 0);
+    qtest_clock_step(t->qts, 2 * 1000);
+    coal_stat(t, "rx-coal-interrupts-usecs", 1);
+
+    /* TX, 3 packets or 500 us */
+    coal_set(t, true, 3, 500);
+    coal_expect(t, 1, 3, 500);
+    coal_tx(t, 100, 7);
+    coal_stat(t, "tx-coal-interrupts-packets", 2);
+    coal_stat(t, "tx-coal-held", 5);
+    qtest_clock_step(t->qts, 501 * 1000);
+    coal_stat(t, "tx-coal-interrupts-usecs", 1);
+
+    /* 0 in either field: every packet notifies, none waits */
+    coal_set(t, true, 0, 500);
+    coal_tx(t, 200, 3);
+    coal_stat(t, "tx-coal-held", 5);
+
+    /* A re-enabled queue gets RX_SET's values; a disabled one refuses */
+    g_assert_cmpint(coal_vq_set(t, 0, 16, 16), ==, VIRTIO_NET_OK);
+    vq_reset(t, 0);
+    t->pair[0].rx_posted = 0;
+    coal_expect(t, 0, 2, 1000);
+    common_writew(t, COMMON_CFG(cfg.queue_select), 0);
+    common_writew(t, COMMON_CFG(queue_reset), 1);
+    g_assert_cmpint(coal_vq_set(t, 0, 1, 1), ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_vq_get(t, 0, &p, &u), ==, VIRTIO_NET_ERR);
+
+    /* Reset clears everything */
+    restart_and_check(t);
+    coal_expect(t, 0, 0, 0);
+    coal_expect(t, 1, 0, 0);
+    dp_shutdown(t);
+}
+
+static void test_coal(void)
+{
+    check_coal("");
+    check_coal("iothread=io0,");
+}
+
+/*
+ * Commands of a feature the driver did not take are refused: VQ_SET and
+ * VQ_GET without vq_notf_coal, TX_SET and RX_SET without notf_coal.
+ */
+static void test_coal_features(void)
+{
+    uint8_t coal[8] = { 1, 0, 0, 0, 1 };
+    uint32_t p, u;
+    DPTest *t;
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -device virtio-net-pci,id=cf0,netdev=hs0,iothread=io0,"
+                "notf_coal=on,addr=%d", HP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "cf0");
+    g_assert_false(t->vdev->features & (1ull << VIRTIO_NET_F_VQ_NOTF_COAL));
+    g_assert_cmpint(coal_vq_set(t, 0, 1, 1), ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_vq_get(t, 0, &p, &u), ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_TX_SET, coal, 8),
+                    ==, VIRTIO_NET_OK);
+    dp_shutdown(t);
+
+    t = dp_boot("af-packet", "-object iothread,id=io0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -device virtio-net-pci,id=cf1,netdev=hs0,iothread=io0,"
+                "addr=%d", HP_SLOT);
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "cf1");
+    g_assert_false(t->vdev->features & (1ull << VIRTIO_NET_F_NOTF_COAL));
+    g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_TX_SET, coal, 8),
+                    ==, VIRTIO_NET_ERR);
+    g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_RX_SET, coal, 8),
+                    ==, VIRTIO_NET_ERR);
+    dp_shutdown(t);
+}
+
 static void register_virtio_net_dataplane_test(void)
 {
     static const char *const backends[] = { "af-packet", "tap" };
@@ -2471,6 +2783,8 @@ static void register_virtio_net_dataplane_test(void)
                    test_features_mq_late);
     qtest_add_func("virtio-net-dataplane/dma-self", test_dma_self);
     qtest_add_func("virtio-net-dataplane/dma-busy", test_dma_busy);
+    qtest_add_func("virtio-net-dataplane/coal", test_coal);
+    qtest_add_func("virtio-net-dataplane/coal-features", test_coal_features);
 }
 
 libqos_init(register_virtio_net_dataplane_test);

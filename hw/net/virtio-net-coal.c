@@ -1,0 +1,465 @@
+/*
+ * virtio-net notification coalescing
+ *
+ * VIRTIO_NET_F_NOTF_COAL and VIRTIO_NET_F_VQ_NOTF_COAL (virtio 1.3,
+ * "Notifications Coalescing"): the driver tells the device, per data
+ * virtqueue, how many packets (max_packets) or microseconds (max_usecs)
+ * may pass before a used buffer notification; Linux sets them with
+ * ethtool -C.  With both non-zero, a queue counts the packets it sent or
+ * received since its last notification and notifies when max_packets
+ * are reached or max_usecs have passed since the first of them; with
+ * either 0, it notifies after every packet, as without the feature.
+ * EVENT_IDX and VRING_AVAIL_F_NO_INTERRUPT still decide whether a
+ * notification interrupts the guest (virtio_try_notify()).
+ *
+ * Each queue's state belongs to the context it runs in: its IOThread
+ * with the dataplane, else the main loop.  Its timer runs there too (a
+ * QEMU_CLOCK_VIRTUAL timer, which stops with the VM), costs nothing
+ * while no notification is held, and follows the queue pair when it
+ * moves between the IOThread and the main loop (virtio_net_coal_move()).
+ * Control commands run in the main loop with every pair paused.
+ *
+ * Copyright (c) 2026 netplane developers
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/iov.h"
+#include "qemu/main-loop.h"
+#include "qemu/timer.h"
+#include "hw/virtio/virtio-access.h"
+#include "system/mem-reentrancy.h"
+#include "virtio-net-coal.h"
+#include "trace.h"
+
+#define VNCOAL_FEATURES ((1ULL << VIRTIO_NET_F_NOTF_COAL) | \
+                         (1ULL << VIRTIO_NET_F_VQ_NOTF_COAL))
+
+/* Per data virtqueue; RX counters first, then TX (see vncoal_names) */
+typedef enum VNCoalCounter {
+    VNCOAL_IRQS_PACKETS,        /* interrupts at max_packets */
+    VNCOAL_IRQS_USECS,          /* interrupts at max_usecs */
+    VNCOAL_HELD,                /* packets whose interrupt waited */
+    VNCOAL__MAX,
+} VNCoalCounter;
+
+static const char *const vncoal_names[2][VNCOAL__MAX] = {
+    {
+        [VNCOAL_IRQS_PACKETS] = "rx-coal-interrupts-packets",
+        [VNCOAL_IRQS_USECS] = "rx-coal-interrupts-usecs",
+        [VNCOAL_HELD] = "rx-coal-held",
+    }, {
+        [VNCOAL_IRQS_PACKETS] = "tx-coal-interrupts-packets",
+        [VNCOAL_IRQS_USECS] = "tx-coal-interrupts-usecs",
+        [VNCOAL_HELD] = "tx-coal-held",
+    },
+};
+
+typedef struct VNCoalQueue {
+    struct VirtIONetCoal *coal;
+    uint32_t index;             /* virtqueue index: RX even, TX odd */
+    uint32_t max_packets;
+    uint32_t max_usecs;
+    uint32_t pending;           /* packets since the last notification */
+    int64_t first;              /* when the first of them came (virtual) */
+    QEMUTimer *timer[2];        /* in the main loop, in the pair's IOThread */
+    unsigned int where;         /* timer[] of where the queue runs now */
+    uint64_t counters[VNCOAL__MAX];
+} VNCoalQueue;
+
+struct VirtIONetCoal {
+    VirtIONet *n;
+    uint32_t nvqs;              /* data virtqueues */
+    uint32_t set_packets[2];    /* the last RX_SET [0] and TX_SET [1] */
+    uint32_t set_usecs[2];
+    VNCoalQueue q[];
+};
+
+/* Counters have one writer, the queue's context; read under the BQL */
+static void vncoal_count(VNCoalQueue *q, VNCoalCounter c, uint64_t v)
+{
+    qatomic_set__nocheck(&q->counters[c],
+                         qatomic_read__nocheck(&q->counters[c]) + v);
+}
+
+/* Context: any */
+static VNCoalQueue *vncoal_queue(VirtIONet *n, uint32_t index)
+{
+    return n->coal && index < n->coal->nvqs ? &n->coal->q[index] : NULL;
+}
+
+static int64_t vncoal_deadline(VNCoalQueue *q)
+{
+    return q->first + (int64_t)q->max_usecs * SCALE_US;
+}
+
+/*
+ * Notify for what @q holds: the notification conditions are met (@why).
+ *
+ * Context: the queue's
+ */
+static VirtIONetCoalResult vncoal_fire(VNCoalQueue *q, VNCoalCounter why)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(q->coal->n);
+
+    q->pending = 0;
+    timer_del(q->timer[q->where]);
+    if (!virtio_try_notify(vdev, virtio_get_queue(vdev, q->index))) {
+        return VIRTIO_NET_COAL_SUPPRESSED;
+    }
+    vncoal_count(q, why, 1);
+    return VIRTIO_NET_COAL_SENT;
+}
+
+/* max_usecs passed since the first packet held.  Context: the queue's */
+static void vncoal_timer_cb(void *opaque)
+{
+    VNCoalQueue *q = opaque;
+    MEM_REENTRANCY_GUARD(q->coal->n->nic->reentrancy_guard);
+
+    if (q->pending) {
+        vncoal_fire(q, VNCOAL_IRQS_USECS);
+    }
+}
+
+/* Context: the queue's */
+bool virtio_net_coal_active(VirtIONet *n, VirtQueue *vq)
+{
+    VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
+
+    return q && q->max_packets && q->max_usecs;
+}
+
+/* Context: the queue's (its IOThread, or the main loop) */
+VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
+                                           unsigned int packets)
+{
+    VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
+
+    if (!q || !q->max_packets || !q->max_usecs) {
+        return virtio_try_notify(VIRTIO_DEVICE(n), vq) ?
+               VIRTIO_NET_COAL_SENT : VIRTIO_NET_COAL_SUPPRESSED;
+    }
+    if (!packets) {
+        return VIRTIO_NET_COAL_HELD;
+    }
+    if (!q->pending) {
+        q->first = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+    }
+    q->pending += packets;
+    if (q->pending >= q->max_packets) {
+        return vncoal_fire(q, VNCOAL_IRQS_PACKETS);
+    }
+    vncoal_count(q, VNCOAL_HELD, packets);
+    if (q->pending == packets) {
+        timer_mod(q->timer[q->where], vncoal_deadline(q));
+    }
+    return VIRTIO_NET_COAL_HELD;
+}
+
+/*
+ * New parameters for @q, checked at once against what it holds.
+ *
+ * Context: BQL held, the queue's pair paused
+ */
+static void vncoal_set(VNCoalQueue *q, uint32_t max_packets,
+                       uint32_t max_usecs)
+{
+    q->max_packets = max_packets;
+    q->max_usecs = max_usecs;
+    trace_virtio_net_coal_set(q->coal->n, q->index, max_packets, max_usecs);
+
+    if (!q->pending) {
+        return;
+    }
+    if (!max_packets || !max_usecs || q->pending >= max_packets) {
+        vncoal_fire(q, VNCOAL_IRQS_PACKETS);
+    } else if (qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) >= vncoal_deadline(q)) {
+        vncoal_fire(q, VNCOAL_IRQS_USECS);
+    } else {
+        timer_mod(q->timer[q->where], vncoal_deadline(q));
+    }
+}
+
+/* Is @index an enabled data virtqueue?  Context: BQL held */
+static bool vncoal_enabled(VirtIONet *n, uint32_t index)
+{
+    return index < 2 * n->curr_queue_pairs && index < n->coal->nvqs &&
+           virtio_queue_enabled(VIRTIO_DEVICE(n), index);
+}
+
+/* Context: BQL held, every queue pair paused */
+virtio_net_ctrl_ack virtio_net_coal_ctrl(VirtIONet *n, uint8_t cmd,
+                                         const struct iovec *iov,
+                                         unsigned int iov_cnt,
+                                         const struct iovec *in_sg,
+                                         unsigned int in_num, size_t *reply)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(n);
+    VirtIONetCoal *c = n->coal;
+    struct virtio_net_ctrl_coal_vq vq;
+    struct virtio_net_ctrl_coal *coal = &vq.coal;
+    size_t len = iov_size(iov, iov_cnt);
+    VNCoalQueue *q;
+    unsigned int i, tx;
+
+    switch (cmd) {
+    case VIRTIO_NET_CTRL_NOTF_COAL_TX_SET:
+    case VIRTIO_NET_CTRL_NOTF_COAL_RX_SET:
+        if (!c || !virtio_vdev_has_feature(vdev, VIRTIO_NET_F_NOTF_COAL) ||
+            len != sizeof(*coal)) {
+            return VIRTIO_NET_ERR;
+        }
+        iov_to_buf(iov, iov_cnt, 0, coal, sizeof(*coal));
+        tx = cmd == VIRTIO_NET_CTRL_NOTF_COAL_TX_SET;
+        c->set_packets[tx] = virtio_ldl_p(vdev, &coal->max_packets);
+        c->set_usecs[tx] = virtio_ldl_p(vdev, &coal->max_usecs);
+        for (i = tx; i < c->nvqs; i += 2) {
+            vncoal_set(&c->q[i], c->set_packets[tx], c->set_usecs[tx]);
+        }
+        return VIRTIO_NET_OK;
+
+    case VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET:
+    case VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET:
+        if (!c || !virtio_vdev_has_feature(vdev, VIRTIO_NET_F_VQ_NOTF_COAL) ||
+            len != (cmd == VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET ?
+                    sizeof(vq) : offsetof(typeof(vq), coal))) {
+            return VIRTIO_NET_ERR;
+        }
+        iov_to_buf(iov, iov_cnt, 0, &vq, len);
+        i = virtio_lduw_p(vdev, &vq.vqn);
+        if (!vncoal_enabled(n, i)) {
+            return VIRTIO_NET_ERR;
+        }
+        q = &c->q[i];
+        if (cmd == VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET) {
+            vncoal_set(q, virtio_ldl_p(vdev, &coal->max_packets),
+                       virtio_ldl_p(vdev, &coal->max_usecs));
+            return VIRTIO_NET_OK;
+        }
+        /* The parameters, then the ack */
+        if (iov_size(in_sg, in_num) < sizeof(*coal) +
+                                      sizeof(virtio_net_ctrl_ack)) {
+            return VIRTIO_NET_ERR;
+        }
+        virtio_stl_p(vdev, &coal->max_packets, q->max_packets);
+        virtio_stl_p(vdev, &coal->max_usecs, q->max_usecs);
+        iov_from_buf(in_sg, in_num, 0, coal, sizeof(*coal));
+        *reply = sizeof(*coal);
+        return VIRTIO_NET_OK;
+
+    default:
+        return VIRTIO_NET_ERR;
+    }
+}
+
+/* Drop what @q holds, without notifying.  Context: BQL held, @q paused */
+static void vncoal_clear(VNCoalQueue *q)
+{
+    q->pending = 0;
+    timer_del(q->timer[q->where]);
+}
+
+/* Context: BQL held, the queue not running elsewhere */
+void virtio_net_coal_queue_enable(VirtIONet *n, uint32_t vq_index,
+                                  bool enable)
+{
+    VNCoalQueue *q = vncoal_queue(n, vq_index);
+
+    if (!q) {
+        return;
+    }
+    vncoal_clear(q);
+    if (enable) {
+        q->max_packets = n->coal->set_packets[vq_index & 1];
+        q->max_usecs = n->coal->set_usecs[vq_index & 1];
+    }
+}
+
+/* Context: BQL held */
+void virtio_net_coal_reset(VirtIONet *n)
+{
+    VirtIONetCoal *c = n->coal;
+
+    if (!c) {
+        return;
+    }
+    memset(c->set_packets, 0, sizeof(c->set_packets));
+    memset(c->set_usecs, 0, sizeof(c->set_usecs));
+    for (unsigned int i = 0; i < c->nvqs; i++) {
+        vncoal_clear(&c->q[i]);
+        c->q[i].max_packets = c->q[i].max_usecs = 0;
+    }
+}
+
+/* Context: the pair's old context, or BQL held with the pair paused */
+void virtio_net_coal_move(VirtIONet *n, unsigned int pair, AioContext *ctx)
+{
+    unsigned int where = ctx != NULL;
+
+    for (uint32_t i = 2 * pair; n->coal && i < 2 * pair + 2; i++) {
+        VNCoalQueue *q = &n->coal->q[i];
+
+        if (where && !q->timer[1]) {
+            q->timer[1] = aio_timer_new(ctx, QEMU_CLOCK_VIRTUAL, SCALE_NS,
+                                        vncoal_timer_cb, q);
+        }
+        if (q->where == where) {
+            continue;
+        }
+        timer_del(q->timer[q->where]);
+        q->where = where;
+        if (q->pending) {
+            timer_mod(q->timer[where], vncoal_deadline(q));
+        }
+    }
+}
+
+/* Context: BQL held */
+void virtio_net_coal_get_stats(VirtIONet *n, unsigned int pair,
+                               NetStatsBuilder *b)
+{
+    for (uint32_t i = 2 * pair; n->coal && i < 2 * pair + 2; i++) {
+        for (unsigned int c = 0; c < VNCOAL__MAX; c++) {
+            net_stats_add(b, vncoal_names[i & 1][c],
+                          qatomic_read__nocheck(&n->coal->q[i].counters[c]));
+        }
+    }
+}
+
+/* Context: BQL held (realize) */
+bool virtio_net_coal_realize(VirtIONet *n, Error **errp)
+{
+    VirtIONetCoal *c;
+
+    if (!(n->host_features & VNCOAL_FEATURES)) {
+        return true;
+    }
+    if (!(n->host_features & (1ULL << VIRTIO_NET_F_CTRL_VQ))) {
+        error_setg(errp, "virtio-net: notf_coal and vq_notf_coal need "
+                   "ctrl_vq");
+        return false;
+    }
+    c = g_malloc0(sizeof(*c) + 2 * n->max_queue_pairs * sizeof(c->q[0]));
+    c->n = n;
+    c->nvqs = 2 * n->max_queue_pairs;
+    for (uint32_t i = 0; i < c->nvqs; i++) {
+        c->q[i].coal = c;
+        c->q[i].index = i;
+        c->q[i].timer[0] = timer_new_ns(QEMU_CLOCK_VIRTUAL, vncoal_timer_cb,
+                                        &c->q[i]);
+    }
+    n->coal = c;
+    return true;
+}
+
+/* Context: BQL held (unrealize) */
+void virtio_net_coal_unrealize(VirtIONet *n)
+{
+    VirtIONetCoal *c = n->coal;
+
+    if (!c) {
+        return;
+    }
+    for (uint32_t i = 0; i < c->nvqs; i++) {
+        timer_free(c->q[i].timer[0]);
+        timer_free(c->q[i].timer[1]);
+    }
+    g_free(c);
+    n->coal = NULL;
+}
+
+/*
+ * Migration.  The parameters and what each queue holds; held
+ * notifications wait max_usecs again on the destination, in the main
+ * loop until the queue pairs start.
+ */
+static const VMStateDescription vmstate_vncoal_queue = {
+    .name = "virtio-net-coal-queue",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32(max_packets, VNCoalQueue),
+        VMSTATE_UINT32(max_usecs, VNCoalQueue),
+        VMSTATE_UINT32(pending, VNCoalQueue),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static int vncoal_post_load(void *opaque, int version_id)
+{
+    VirtIONetCoal *c = opaque;
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+
+    for (uint32_t i = 0; i < c->nvqs; i++) {
+        VNCoalQueue *q = &c->q[i];
+
+        timer_del(q->timer[q->where]);
+        q->where = 0;
+        q->first = now;
+        if (q->pending) {
+            timer_mod(q->timer[0], vncoal_deadline(q));
+        }
+    }
+    return 0;
+}
+
+static const VMStateDescription vmstate_vncoal = {
+    .name = "virtio-net-coal-state",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = vncoal_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32_EQUAL(nvqs, VirtIONetCoal, NULL),
+        VMSTATE_UINT32_ARRAY(set_packets, VirtIONetCoal, 2),
+        VMSTATE_UINT32_ARRAY(set_usecs, VirtIONetCoal, 2),
+        VMSTATE_STRUCT_VARRAY_UINT32(q, VirtIONetCoal, nvqs, 1,
+                                     vmstate_vncoal_queue, VNCoalQueue),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static bool vncoal_needed(void *opaque)
+{
+    VirtIONet *n = opaque;
+    VirtIONetCoal *c = n->coal;
+
+    if (!c) {
+        return false;
+    }
+    for (uint32_t i = 0; i < c->nvqs; i++) {
+        if (c->q[i].max_packets || c->q[i].max_usecs || c->q[i].pending) {
+            return true;
+        }
+    }
+    return c->set_packets[0] || c->set_packets[1] ||
+           c->set_usecs[0] || c->set_usecs[1];
+}
+
+static int vncoal_pre_load(void *opaque)
+{
+    VirtIONet *n = opaque;
+
+    if (!n->coal) {
+        error_report("virtio-net: coalescing state for a device without "
+                     "notf_coal or vq_notf_coal");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+const VMStateDescription vmstate_virtio_net_coal = {
+    .name = "virtio-net-device/coal",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = vncoal_needed,
+    .pre_load = vncoal_pre_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_STRUCT_POINTER(coal, VirtIONet, vmstate_vncoal,
+                               VirtIONetCoal),
+        VMSTATE_END_OF_LIST()
+    },
+};
