@@ -804,8 +804,8 @@ for i in range(5000):
         vm = self.guest_vm(ns, *args, '-action', 'shutdown=pause')
         # tx-frames >= 1: Linux 6.1 keeps TX NAPI on, no link bounce
         vm.add_args('-append', self.guest_cmdline(
-            self.GUEST, run=['nptraffic', 'client', '--server', self.PEER] +
-            self.STANDARD_TRAFFIC,
+            self.GUEST, run=['nptraffic', 'client', '--server', self.PEER,
+                             '--irq'] + self.STANDARD_TRAFFIC,
             extra='np.wait=%s np.coal=rx-usecs:300:rx-frames:16:'
                   'tx-usecs:300:tx-frames:16' % self.PEER))
         res = self.run_guest(vm, wait=False)
