@@ -787,31 +787,38 @@ for i in range(5000):
                      'rx-coal-held', 'tx-coal-interrupts-packets',
                      'tx-coal-interrupts-usecs', 'tx-coal-held')
 
-    def check_coalescing(self, iothread):
-        """The guest sets interrupt coalescing with ethtool -C's ioctl
-        (np.coal) on a device with notf_coal=on, over tap: the driver's
-        parameters stick, traffic passes both ways intact, and the
-        device held interrupts and sent them at max_packets or
-        max_usecs, fewer than one for two packets."""
-        ns = self.tap_ns()
-        server = self.host_server(ns)
+    def coalescing_vm(self, ns, netdev, iothread, name=None):
         dev = ('virtio-net-pci,netdev=net0,id=nic0,mac=%s,notf_coal=on'
                % self.MAC)
-        args = ['-netdev', self.TAP, '-device', dev]
         if iothread:
-            args = ['-object', 'iothread,id=io0', '-netdev', self.TAP,
-                    '-device', dev + ',iothread=io0']
-        vm = self.guest_vm(ns, *args, '-action', 'shutdown=pause')
+            return self.guest_vm(ns, '-object', 'iothread,id=io0',
+                                 '-netdev', netdev, '-device',
+                                 dev + ',iothread=io0', name=name)
+        return self.guest_vm(ns, '-netdev', netdev, '-device', dev,
+                             name=name)
+
+    def check_coalescing(self, netdev, iothread):
+        """The guest sets interrupt coalescing with ethtool -C's ioctl
+        (np.coal) on a device with notf_coal=on: the driver's parameters
+        stick, traffic passes both ways intact, and the device held
+        interrupts and sent them at max_packets or max_usecs, fewer than
+        one for two packets."""
+        ns, server_ns = self.backend_ns(netdev)
+        server = self.host_server(server_ns)
+        vm = self.coalescing_vm(ns, netdev, iothread,
+                                name=netdev.split(',')[0])
+        vm.add_args('-action', 'shutdown=pause')
         # tx-frames >= 1: Linux 6.1 keeps TX NAPI on, no link bounce
         vm.add_args('-append', self.guest_cmdline(
             self.GUEST, run=['nptraffic', 'client', '--server', self.PEER,
                              '--irq'] + self.STANDARD_TRAFFIC,
             extra='np.wait=%s np.coal=rx-usecs:300:rx-frames:16:'
                   'tx-usecs:300:tx-frames:16' % self.PEER))
+        start = len(self.console_lines)
         res = self.run_guest(vm, wait=False)
         self.assertEqual(server.wait(timeout=30), 0)
         self.assert_standard_traffic(res)
-        coal = [parse_kv(line) for line in self.console_lines
+        coal = [parse_kv(line) for line in self.console_lines[start:]
                 if line.startswith('NPGUEST coalesce')]
         self.assertEqual(coal, [{'rx-usecs': '300', 'rx-frames': '16',
                                  'tx-usecs': '300', 'tx-frames': '16'}],
@@ -838,10 +845,46 @@ for i in range(5000):
         self.assert_quit_cleanly(vm)
 
     def test_coalescing_iothread(self):
-        self.check_coalescing(True)
+        self.on_each_backend(lambda netdev:
+                             self.check_coalescing(netdev, True))
 
     def test_coalescing_main_loop(self):
-        self.check_coalescing(False)
+        self.on_each_backend(lambda netdev:
+                             self.check_coalescing(netdev, False))
+
+    def check_coalescing_rtt(self, iothread):
+        """rx-usecs 20 ms and rx-frames 32: a slow ping's request waits
+        in the guest's receive queue for the timer, about 20 ms, and no
+        longer (plus TCG's noise, 50 ms on a loaded 2-CPU host), with or
+        without an IOThread."""
+        ns = self.tap_ns()
+        vm = self.coalescing_vm(ns, self.TAP, iothread,
+                                name='io' if iothread else 'main')
+        vm.add_args('-append', self.guest_cmdline(
+            self.GUEST, extra='np.idle=1 np.coal=rx-usecs:20000:'
+                              'rx-frames:32:tx-usecs:0:tx-frames:1'))
+        vm.launch()
+        self.read_console(vm, 'NPGUEST ready', 180)
+        # ARP first: its request waits for the timer too
+        self.assertEqual(self.ping(ns, '-c', '2', '-W', '2',
+                                   self.GUEST_ADDR), (2, 2))
+        r = ns.run('ping', '-q', '-c', '10', '-i', '0.3', '-W', '2',
+                   self.GUEST_ADDR, check=False)
+        m = re.search(r'(\d+) received.*\n.*= ([\d.]+)/([\d.]+)/([\d.]+)/',
+                      r.stdout)
+        self.assertIsNotNone(m, r.stdout + r.stderr)
+        received, best, avg, worst = (int(m.group(1)), float(m.group(2)),
+                                      float(m.group(3)), float(m.group(4)))
+        self.log.info('rtt min/avg/max %.1f/%.1f/%.1f ms with rx-usecs 20000',
+                      best, avg, worst)
+        self.assertEqual(received, 10, r.stdout)
+        self.assertGreater(best, 15.0, r.stdout)
+        self.assertLess(worst, 20.0 + 50.0, r.stdout)
+        self.assert_quit_cleanly(vm)
+
+    def test_coalescing_rtt(self):
+        self.check_coalescing_rtt(True)
+        self.check_coalescing_rtt(False)
 
 
 if __name__ == '__main__':
