@@ -2737,6 +2737,61 @@ static void test_coal_features(void)
     dp_shutdown(t);
 }
 
+#define COAL_MIGRATE_CMD "-object iothread,id=io0" \
+    " -netdev af-packet,id=hs0,ifname=" IF_QEMU \
+    " -device virtio-net-pci,id=cm0,netdev=hs0,iothread=io0,notf_coal=on," \
+    "vq_notf_coal=on,addr=" stringify(HP_SLOT)
+
+/*
+ * The parameters migrate: set with RX_SET and VQ_SET on the source, read
+ * back with VQ_GET on a destination that loads the source's state.
+ */
+static void test_coal_migrate(void)
+{
+    g_autofree char *path = g_strdup_printf("%s/vndp-coal-%d",
+                                            g_get_tmp_dir(), getpid());
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    gint64 deadline = g_get_monotonic_time() + 12 * TIMEOUT_US;
+    QTestState *src, *dst;
+    const char *status;
+    bool done;
+    QDict *rsp;
+    DPTest *t = dp_boot("af-packet", "%s", COAL_MIGRATE_CMD);
+
+    if (!t) {
+        return;
+    }
+    nic_start(t, HP_SLOT, "cm0");
+    coal_set(t, false, 7, 700);
+    g_assert_cmpint(coal_vq_set(t, 1, 5, 500), ==, VIRTIO_NET_OK);
+    qtest_qmp_assert_success(t->qts, "{ 'execute': 'migrate',"
+                             " 'arguments': { 'uri': %s } }", uri);
+    do {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+        rsp = qtest_qmp(t->qts, "{ 'execute': 'query-migrate' }");
+        status = qdict_get_try_str(qdict_get_qdict(rsp, "return"), "status");
+        g_assert_cmpstr(status, !=, "failed");
+        done = !g_strcmp0(status, "completed");
+        qobject_unref(rsp);
+    } while (!done);
+
+    dst = qtest_initf("%s -incoming %s", COAL_MIGRATE_CMD, uri);
+    while (!query_running(dst)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+    /* The driver goes on with the destination's device */
+    src = t->qts;
+    t->qts = t->pdev->pdev->bus->qts = dst;
+    coal_expect(t, 0, 7, 700);
+    coal_expect(t, 1, 5, 500);
+    t->qts = t->pdev->pdev->bus->qts = src;
+    qtest_quit(dst);
+    unlink(path);
+    dp_shutdown(t);
+}
+
 static void register_virtio_net_dataplane_test(void)
 {
     static const char *const backends[] = { "af-packet", "tap" };
@@ -2785,6 +2840,7 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/dma-busy", test_dma_busy);
     qtest_add_func("virtio-net-dataplane/coal", test_coal);
     qtest_add_func("virtio-net-dataplane/coal-features", test_coal_features);
+    qtest_add_func("virtio-net-dataplane/coal-migrate", test_coal_migrate);
 }
 
 libqos_init(register_virtio_net_dataplane_test);
