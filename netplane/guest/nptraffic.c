@@ -1436,6 +1436,14 @@ out:
     return ret;
 }
 
+static int coal_step(const char *spec);
+
+/* A step of the client's list that is not a test: see coal_step() */
+static int is_coal_step(const char *spec)
+{
+    return !strncmp(spec, "coalesce:", 9);
+}
+
 static int client_main(const char *addr, unsigned port, int irq,
                        char **specs, int ntests)
 {
@@ -1446,7 +1454,8 @@ static int client_main(const char *addr, unsigned port, int irq,
     int i, r, failed = 0, ret = 2, proto;
 
     for (i = 0; i < ntests; i++) {
-        if (!tests || parse_test(specs[i], &tests[i]) < 0) {
+        if (!tests ||
+            (!is_coal_step(specs[i]) && parse_test(specs[i], &tests[i]) < 0)) {
             goto out;
         }
     }
@@ -1471,6 +1480,10 @@ static int client_main(const char *addr, unsigned port, int irq,
         goto out;
     }
     for (i = 0; i < ntests; i++) {
+        if (is_coal_step(specs[i])) {
+            failed += coal_step(specs[i]) != 0;
+            continue;
+        }
         r = client_test(&c, sip, &tests[i], i, irq);
         if (r < 0) {
             printf("NPERROR test=%s spec=%s msg=\"%s\"\n",
@@ -1635,6 +1648,35 @@ static int coalesce_main(int argc, char **argv)
     return 0;
 }
 
+/*
+ * coalesce:IFNAME:NAME:N[:NAME:N]... in the client's list of tests:
+ * nptraffic coalesce IFNAME NAME N... between two tests, so that one run
+ * compares settings.  Returns what coalesce_main() does.
+ */
+static int coal_step(const char *spec)
+{
+    char *copy = strdup(spec), *argv[4 + 2 * NCOAL], *tok, *save = NULL;
+    int argc = 0, r = 2;
+
+    if (!copy) {
+        return 1;
+    }
+    argv[argc++] = (char *)"nptraffic";
+    for (tok = strtok_r(copy, ":", &save); tok;
+         tok = strtok_r(NULL, ":", &save)) {
+        if (argc == (int)(sizeof(argv) / sizeof(argv[0])) - 1) {
+            fprintf(stderr, "nptraffic: bad step '%s'\n", spec);
+            goto out;
+        }
+        argv[argc++] = tok;
+    }
+    argv[argc] = NULL;
+    r = coalesce_main(argc, argv);
+out:
+    free(copy);
+    return r;
+}
+
 /* ---- main ---- */
 
 static void usage(FILE *f)
@@ -1653,6 +1695,8 @@ static void usage(FILE *f)
 "  tcp-tx:SECS              TCP stream client -> server\n"
 "  tcp-rx:SECS              TCP stream server -> client\n"
 "  rr:SIZE:SECS             UDP request/response latency\n"
+"  coalesce:IFNAME:NAME:N... not a test: nptraffic coalesce IFNAME NAME N...\n"
+"                           between the tests before and after it\n"
 "\n"
 "Control port defaults to %d (TCP).  --once: serve one session, exit.\n"
 "--irq: add virtio interrupt deltas from /proc/interrupts, UDP drop\n"
