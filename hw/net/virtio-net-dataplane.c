@@ -182,6 +182,71 @@ static void vndp_notify(VirtIONetDPQueue *dq, VirtQueue *vq, VNDPCounter c,
 /* ---- TX ---- */
 
 /*
+ * Shared with virtio-net.c's TX path (virtio_net_flush_tx()), which it was
+ * taken from: see virtio-net-dataplane.h.
+ *
+ * Context: the TX queue's context
+ */
+int virtio_net_tx_prepare(VirtIONet *n, VirtQueueElement *elem,
+                          VirtIONetTxBuf *buf, struct iovec **out_sg)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(n);
+    unsigned int out_num = elem->out_num;
+    struct iovec *sg = elem->out_sg;
+
+    if (out_num < 1) {
+        virtio_error(vdev, "virtio-net header not in first element");
+        return -EINVAL;
+    }
+
+    if (n->needs_vnet_hdr_swap) {
+        if (iov_to_buf(sg, out_num, 0, &buf->vhdr, sizeof(buf->vhdr)) <
+            sizeof(buf->vhdr)) {
+            virtio_error(vdev, "virtio-net header incorrect");
+            return -EINVAL;
+        }
+        virtio_net_hdr_swap(vdev, &buf->vhdr);
+        buf->sg2[0].iov_base = &buf->vhdr;
+        buf->sg2[0].iov_len = sizeof(buf->vhdr);
+        out_num = iov_copy(&buf->sg2[1], ARRAY_SIZE(buf->sg2) - 1, sg, out_num,
+                           sizeof(buf->vhdr), -1);
+        if (out_num == VIRTQUEUE_MAX_SIZE) {
+            return 0;
+        }
+        out_num += 1;
+        sg = buf->sg2;
+    }
+    /*
+     * If host wants to see the guest header as is, we can
+     * pass it on unchanged. Otherwise, copy just the parts
+     * that host is interested in.
+     */
+    assert(n->host_hdr_len <= n->guest_hdr_len);
+    if (n->host_hdr_len != n->guest_hdr_len) {
+        unsigned sg_num;
+
+        if (iov_size(sg, out_num) < n->guest_hdr_len) {
+            virtio_error(vdev, "virtio-net header is invalid");
+            return -EINVAL;
+        }
+        sg_num = iov_copy(buf->sg, ARRAY_SIZE(buf->sg), sg, out_num,
+                          0, n->host_hdr_len);
+        sg_num += iov_copy(buf->sg + sg_num, ARRAY_SIZE(buf->sg) - sg_num,
+                           sg, out_num, n->guest_hdr_len, -1);
+        out_num = sg_num;
+        sg = buf->sg;
+
+        if (out_num < 1) {
+            virtio_error(vdev, "virtio-net nothing to send");
+            return -EINVAL;
+        }
+    }
+    *out_sg = sg;
+    return out_num;
+}
+
+
+/*
  * Hand the TX used entries to the guest, all at once, and interrupt it at
  * most once for them.
  *

@@ -18,9 +18,13 @@ typedef struct VirtIONetTxBuf {
     struct virtio_net_hdr vhdr;
 } VirtIONetTxBuf;
 
+/* From virtio-net.c: a header in the guest's byte order to host order */
+void virtio_net_hdr_swap(VirtIODevice *vdev, struct virtio_net_hdr *hdr);
+
 /*
- * From virtio-net.c: point *@out_sg at the virtio-net header the backend
- * wants followed by the frame of @elem, using @buf as needed.
+ * For virtio-net.c's TX path and the dataplane's: point *@out_sg at the
+ * virtio-net header the backend wants followed by the frame of @elem,
+ * using @buf as needed.
  *
  * Returns: the number of entries of *@out_sg; 0 to drop the frame; or
  * -EINVAL when the guest gave a bad element (the device is then broken).
