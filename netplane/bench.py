@@ -44,6 +44,8 @@ SATURATED = 85
 DEV_MIN_PACKETS = 1000
 # Fewer guest interrupts than this: no main-loop time per interrupt
 MIN_IRQS = 1000
+# The guest's ethtool -C for the coalescing variants (issue 12's setting)
+COAL = 'np.coal=rx-usecs:200:rx-frames:32:tx-usecs:200:tx-frames:32'
 
 
 def variants(build):
@@ -51,6 +53,7 @@ def variants(build):
     np_ = os.path.join(build, 'qemu', 'qemu-system-x86_64')
     return [
         # name, binary, device, backend, backend options, QEMU arguments
+        # [, the guest's kernel command line words]
         ('upstream tx=bh', up, 'virtio-net-pci', 'tap', '', ()),
         ('upstream tx=timer', up, 'virtio-net-pci,tx=timer', 'tap', '', ()),
         # netplane without an IOThread: its hooks cost nothing (= tx=bh)
@@ -73,6 +76,17 @@ def variants(build):
         # (net.core.rmem_default): what the ring is measured against.
         ('af-packet no ring', np_, 'virtio-net-pci', 'af-packet',
          ',rx-ring-size=0', ()),
+        # Notification coalescing offered; the guest keeps its defaults
+        # (none), or sets COAL as ethtool -C would
+        ('netplane notf_coal', np_, 'virtio-net-pci,notf_coal=on', 'tap',
+         '', ()),
+        ('netplane ethtool -C 32/200us', np_, 'virtio-net-pci,notf_coal=on',
+         'tap', '', (), COAL),
+        ('netplane iothread notf_coal', np_,
+         'virtio-net-pci,iothread=io0,notf_coal=on', 'tap', '', IOTHREAD),
+        ('netplane iothread ethtool -C 32/200us', np_,
+         'virtio-net-pci,iothread=io0,notf_coal=on', 'tap', '', IOTHREAD,
+         COAL),
     ]
 
 
@@ -429,7 +443,11 @@ COLORS = {'upstream tx=bh': '#999999', 'upstream tx=timer': '#c4c4c4',
           'netplane af-packet': '#f2bb80',
           'netplane af-packet iothread': '#c96d12',
           'af-packet v2 iothread': '#8c3f0a',
-          'af-packet no ring': '#4a9a4a'}
+          'af-packet no ring': '#4a9a4a',
+          'netplane notf_coal': '#b39ddb',
+          'netplane ethtool -C 32/200us': '#7e57c2',
+          'netplane iothread notf_coal': '#9575cd',
+          'netplane iothread ethtool -C 32/200us': '#4527a0'}
 
 
 PANEL_UNITS = {'pps': 'pkt/s delivered', 'tps': 'transactions/s',
@@ -521,13 +539,14 @@ def main():
     started = time.time()
     for rep in range(args.reps):
         order = vs[rep % len(vs):] + vs[:rep % len(vs)]
-        for name, qemu, device, backend, opts, qemu_args in order:
+        for name, qemu, device, backend, opts, qemu_args, *guest in order:
             t0 = time.monotonic()
             logpath = os.path.join(out, 'console-%s-%d.log'
                                    % (name.replace(' ', '_'), rep))
             run = harness.GuestRun(qemu, guest, tests, device=device,
                                    backend=backend, netdev_opts=opts,
-                                   extra_args=qemu_args)
+                                   extra_args=qemu_args,
+                                   guest_args=' '.join(guest))
             error = None
             with open(logpath, 'w') as log:
                 run.log = log

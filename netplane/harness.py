@@ -269,7 +269,7 @@ class GuestRun:
 
     def __init__(self, qemu, guest_dir, tests, device='virtio-net-pci',
                  backend='tap', netdev_opts='',
-                 extra_args=(), smp=2, log=None, timeout=600):
+                 extra_args=(), smp=2, log=None, timeout=600, guest_args=''):
         self.qemu = qemu
         self.guest_dir = guest_dir
         self.tests = tests
@@ -284,6 +284,7 @@ class GuestRun:
             self.host_dev = 'vp0'
         self.qmp_path = None
         self.extra_args = list(extra_args)
+        self.guest_args = guest_args    # more np.* words for the guest
         self.smp = smp
         self.log = log
         self.timeout = timeout
@@ -298,7 +299,8 @@ class GuestRun:
         run = ['nptraffic', 'client', '--server', HOST_IP, '--irq'] + \
             self.tests
         append = ('console=ttyS0 quiet loglevel=3 np.ip=%s/24 np.wait=%s '
-                  'np.run=%s' % (GUEST_IP, HOST_IP, ','.join(run)))
+                  'np.run=%s %s' % (GUEST_IP, HOST_IP, ','.join(run),
+                                    self.guest_args)).strip()
         return [self.qemu, '-accel', 'tcg', '-M', 'pc', '-m', '256',
                 '-smp', str(self.smp), '-nodefaults', '-no-user-config',
                 '-display', 'none', '-no-reboot', '-monitor', 'none',
