@@ -80,11 +80,11 @@ def variants(build):
         # (none), or sets COAL as ethtool -C would
         ('netplane notf_coal', np_, 'virtio-net-pci,notf_coal=on', 'tap',
          '', ()),
-        ('netplane ethtool -C 32/200us', np_, 'virtio-net-pci,notf_coal=on',
+        ('netplane ethtool -C 32 200us', np_, 'virtio-net-pci,notf_coal=on',
          'tap', '', (), COAL),
         ('netplane iothread notf_coal', np_,
          'virtio-net-pci,iothread=io0,notf_coal=on', 'tap', '', IOTHREAD),
-        ('netplane iothread ethtool -C 32/200us', np_,
+        ('netplane iothread ethtool -C 32 200us', np_,
          'virtio-net-pci,iothread=io0,notf_coal=on', 'tap', '', IOTHREAD,
          COAL),
     ]
@@ -445,9 +445,9 @@ COLORS = {'upstream tx=bh': '#999999', 'upstream tx=timer': '#c4c4c4',
           'af-packet v2 iothread': '#8c3f0a',
           'af-packet no ring': '#4a9a4a',
           'netplane notf_coal': '#b39ddb',
-          'netplane ethtool -C 32/200us': '#7e57c2',
+          'netplane ethtool -C 32 200us': '#7e57c2',
           'netplane iothread notf_coal': '#9575cd',
-          'netplane iothread ethtool -C 32/200us': '#4527a0'}
+          'netplane iothread ethtool -C 32 200us': '#4527a0'}
 
 
 PANEL_UNITS = {'pps': 'pkt/s delivered', 'tps': 'transactions/s',
@@ -539,14 +539,14 @@ def main():
     started = time.time()
     for rep in range(args.reps):
         order = vs[rep % len(vs):] + vs[:rep % len(vs)]
-        for name, qemu, device, backend, opts, qemu_args, *guest in order:
+        for name, qemu, device, backend, opts, qemu_args, *words in order:
             t0 = time.monotonic()
             logpath = os.path.join(out, 'console-%s-%d.log'
                                    % (name.replace(' ', '_'), rep))
             run = harness.GuestRun(qemu, guest, tests, device=device,
                                    backend=backend, netdev_opts=opts,
                                    extra_args=qemu_args,
-                                   guest_args=' '.join(guest))
+                                   guest_args=' '.join(words))
             error = None
             with open(logpath, 'w') as log:
                 run.log = log
