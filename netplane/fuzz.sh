@@ -63,9 +63,11 @@ in_netns() {
         exec "$@"' sh "$@"
 }
 
-# The device of the IOThread targets, over netdev n0
+# The device of the IOThread targets, over netdev n0 (every target offers
+# notification coalescing, so that its control commands and timers are
+# fuzzed too)
 DP_DEVICE="-object iothread,id=io0 -object iothread,id=io1 \
-    -device '{\"driver\":\"virtio-net-pci\",\"netdev\":\"n0\",\"mq\":true,\"vectors\":6,\"iothread-vq-mapping\":[{\"iothread\":\"io0\"},{\"iothread\":\"io1\"}]}'"
+    -device '{\"driver\":\"virtio-net-pci\",\"netdev\":\"n0\",\"mq\":true,\"vectors\":6,\"notf_coal\":true,\"vq_notf_coal\":true,\"iothread-vq-mapping\":[{\"iothread\":\"io0\"},{\"iothread\":\"io1\"}]}'"
 
 # The libFuzzer command line of target $1, with more arguments after it.
 fuzz_target() {
@@ -80,7 +82,7 @@ fuzz_target() {
             -netdev af-packet,id=n0,ifname=fa0,queues=2,vnet-hdr=on,rx-ring-size=1M,spoofchk=off,trust=on" ;;
     main-loop)
         args="-netdev tap,id=n0,ifname=fz0,script=no,downscript=no,vhost=off,queues=2 \
-            -device virtio-net-pci,netdev=n0,mq=on,vectors=6" ;;
+            -device virtio-net-pci,netdev=n0,mq=on,vectors=6,notf_coal=on,vq_notf_coal=on" ;;
     *)
         echo "fuzz.sh: unknown target '$t'" >&2
         exit 2 ;;
