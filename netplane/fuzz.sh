@@ -99,12 +99,14 @@ run)
     secs=$((secs / $#))
     for t in $targets; do
         mkdir -p "$build/fuzz-corpus/$t" "$root/netplane/fuzz/$t"
+        # Crash files of earlier runs stay as evidence: count the new ones
+        before=$(find "$build/fuzz-crashes" -name "$t-*" | wc -l)
         echo "== fuzz $t for ${secs}s"
         fuzz_target "$t" "$build/fuzz-corpus/$t" "$root/netplane/fuzz/$t" \
             -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 \
             -artifact_prefix="$build/fuzz-crashes/$t-" -print_final_stats=1 \
             2>&1 | tee "$build/fuzz-$t.log" | grep -E '^(#[0-9]+.*(pulse|DONE)|==|SUMMARY|stat::)' || true
-        if ls "$build/fuzz-crashes/$t-"* >/dev/null 2>&1; then
+        if [ "$(find "$build/fuzz-crashes" -name "$t-*" | wc -l)" -gt "$before" ]; then
             echo "fuzz.sh: $t: crashes in $build/fuzz-crashes (log $build/fuzz-$t.log)"
             exit 1
         fi
