@@ -1571,6 +1571,13 @@ static int coal_error(int err, const char *op)
     return 1;
 }
 
+/* ETHTOOL_GCOALESCE into a zeroed @ec; 0 or an errno */
+static int coal_get(int fd, const char *ifname, struct ethtool_coalesce *ec)
+{
+    memset(ec, 0, sizeof(*ec));
+    return coal_ioctl(fd, ifname, ETHTOOL_GCOALESCE, ec);
+}
+
 /*
  * nptraffic coalesce IFNAME [NAME N]...: ethtool -c, or with values
  * ethtool -C.  SCOALESCE takes the whole struct, so like ethtool -C read
@@ -1583,7 +1590,7 @@ static int coal_error(int err, const char *op)
 static int coalesce_main(int argc, char **argv)
 {
     struct ethtool_coalesce ec;
-    const char *ifname = argc > 2 ? argv[2] : "";
+    const char *ifname = argc > 2 ? argv[2] : "", *op;
     uint32_t val[NCOAL];
     uint64_t v;
     int given[NCOAL] = { 0 }, any = 0, i, k, fd, err;
@@ -1615,31 +1622,25 @@ static int coalesce_main(int argc, char **argv)
     if (fd < 0) {
         return coal_error(errno, "get");
     }
-    memset(&ec, 0, sizeof(ec));
-    err = coal_ioctl(fd, ifname, ETHTOOL_GCOALESCE, &ec);
-    if (err) {
-        close(fd);
-        return coal_error(err, "get");
-    }
-    if (any) {
+    op = "get";
+    err = coal_get(fd, ifname, &ec);
+    if (!err && any) {
         for (k = 0; k < NCOAL; k++) {
             if (given[k]) {
                 *coal_field(&ec, k) = val[k];
             }
         }
+        op = "set";
         err = coal_ioctl(fd, ifname, ETHTOOL_SCOALESCE, &ec);
-        if (err) {
-            close(fd);
-            return coal_error(err, "set");
-        }
-        memset(&ec, 0, sizeof(ec));
-        err = coal_ioctl(fd, ifname, ETHTOOL_GCOALESCE, &ec);
-        if (err) {
-            close(fd);
-            return coal_error(err, "get");
+        if (!err) {
+            op = "get";
+            err = coal_get(fd, ifname, &ec);
         }
     }
     close(fd);
+    if (err) {
+        return coal_error(err, op);
+    }
     printf("NPGUEST coalesce");
     for (k = 0; k < NCOAL; k++) {
         printf(" %s=%" PRIu32, coal_names[k], *coal_field(&ec, k));

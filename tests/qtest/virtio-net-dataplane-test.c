@@ -789,6 +789,22 @@ static void ctrl_rewind(QVirtQueue *vq)
 }
 
 /*
+ * The next used buffer of the control queue @vq, by @deadline: false if
+ * the device did not use one.
+ */
+static bool ctrl_used(DPTest *t, QVirtQueue *vq, gint64 deadline,
+                      uint32_t *desc, uint32_t *len)
+{
+    while (!qvirtqueue_get_buf(t->qts, vq, desc, len)) {
+        if (g_get_monotonic_time() > deadline) {
+            return false;
+        }
+        g_usleep(100);
+    }
+    return true;
+}
+
+/*
  * A control command: @cmd (class, command, data) in an out buffer of
  * @split bytes and one of the rest, then an in buffer for the ack unless
  * @ack is false.  Returns the ack, or -1 if the device did not use the
@@ -819,12 +835,9 @@ static int ctrl_cmd(DPTest *t, const void *cmd, size_t len, size_t split,
     qvirtqueue_kick(t->qts, t->vdev, vq, head);
     /* Without room for the ack the device cannot answer: give it 200 ms */
     deadline = g_get_monotonic_time() + (ack ? TIMEOUT_US : 200 * 1000);
-    while (!qvirtqueue_get_buf(t->qts, vq, &desc, NULL)) {
-        if (g_get_monotonic_time() > deadline) {
-            g_assert_false(ack);
-            goto out;
-        }
-        g_usleep(100);
+    if (!ctrl_used(t, vq, deadline, &desc, NULL)) {
+        g_assert_false(ack);
+        goto out;
     }
     g_assert_cmpuint(desc, ==, head);
     ret = qtest_readb(t->qts, addr + len);
@@ -2122,13 +2135,17 @@ static void vq_reset(DPTest *t, unsigned int index)
     t->vqs[index] = qvirtqueue_setup(t->vdev, t->alloc, index);
 }
 
-/* A device @id in HP_SLOT over af-packet, in io0, started by the driver */
-static DPTest *dp_boot_queues(const char *id)
+/*
+ * A device @id in HP_SLOT over af-packet with properties @props (each
+ * followed by a comma; "iothread=io0," puts it in io0), started by the
+ * driver
+ */
+static DPTest *dp_boot_nic(const char *id, const char *props)
 {
     DPTest *t = dp_boot("af-packet", "-object iothread,id=io0"
                         " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                        " -device virtio-net-pci,id=%s,netdev=hs0,"
-                        "iothread=io0,addr=%d", id, HP_SLOT);
+                        " -device virtio-net-pci,id=%s,netdev=hs0,%saddr=%d",
+                        id, props, HP_SLOT);
 
     if (t) {
         nic_start(t, HP_SLOT, id);
@@ -2163,7 +2180,7 @@ static void test_queue_reset(void)
     gint64 end;
     DPTest *t;
 
-    t = dp_boot_queues("qr0");
+    t = dp_boot_nic("qr0", "iothread=io0,");
     if (!t) {
         return;
     }
@@ -2197,7 +2214,7 @@ static void test_queue_rewrite(void)
     Injector inj;
     uint32_t seq = 0;
     unsigned int i, size;
-    DPTest *t = dp_boot_queues("qw0");
+    DPTest *t = dp_boot_nic("qw0", "iothread=io0,");
 
     if (!t) {
         return;
@@ -2369,16 +2386,11 @@ static void check_dma_self(const char *io)
 {
     uint32_t head, desc, len;
     uint64_t regs;
-    DPTest *t;
+    DPTest *t = dp_boot_nic("dm0", io);
 
-    t = dp_boot("af-packet", "-object iothread,id=io0"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                " -device virtio-net-pci,id=dm0,netdev=hs0,%saddr=%d",
-                io, HP_SLOT);
     if (!t) {
         return;
     }
-    nic_start(t, HP_SLOT, "dm0");
     regs = bar_addr(t, container_of(t->vdev, QVirtioPCIDevice, vdev)->
                     common_cfg_offset + COMMON_CFG(cfg.device_status));
 
@@ -2424,7 +2436,7 @@ static void test_dma_busy(void)
     uint32_t head;
     Injector inj;
     unsigned int i;
-    DPTest *t = dp_boot_queues("db0");
+    DPTest *t = dp_boot_nic("db0", "iothread=io0,");
 
     if (!t) {
         return;
@@ -2502,7 +2514,6 @@ static int coal_vq_get(DPTest *t, uint16_t vq, uint32_t *packets,
     uint64_t addr = guest_alloc(t->alloc, sizeof(req) + 9);
     uint32_t head, desc, len;
     uint8_t reply[9];
-    gint64 deadline;
 
     stw_le_p(req + 2, vq);
     ctrl_rewind(cvq);
@@ -2513,11 +2524,8 @@ static int coal_vq_get(DPTest *t, uint16_t vq, uint32_t *packets,
     qvirtqueue_add(t->qts, cvq, addr + sizeof(req), sizeof(reply), true,
                    false);
     qvirtqueue_kick(t->qts, t->vdev, cvq, head);
-    deadline = g_get_monotonic_time() + TIMEOUT_US;
-    while (!qvirtqueue_get_buf(t->qts, cvq, &desc, &len)) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        g_usleep(100);
-    }
+    g_assert_true(ctrl_used(t, cvq, g_get_monotonic_time() + TIMEOUT_US,
+                            &desc, &len));
     g_assert_cmpuint(desc, ==, head);
     qtest_memread(t->qts, addr + sizeof(req), reply, sizeof(reply));
     guest_free(t->alloc, addr);
@@ -2593,18 +2601,15 @@ static void coal_tx(DPTest *t, uint32_t first, unsigned int n)
  */
 static void check_coal(const char *io)
 {
+    g_autofree char *props = g_strconcat(io, "notf_coal=on,vq_notf_coal=on,",
+                                         NULL);
     uint8_t bad[12] = { 0 };
     uint32_t p, u;
-    DPTest *t;
+    DPTest *t = dp_boot_nic("co0", props);
 
-    t = dp_boot("af-packet", "-object iothread,id=io0"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                " -device virtio-net-pci,id=co0,netdev=hs0,%s"
-                "notf_coal=on,vq_notf_coal=on,addr=%d", io, HP_SLOT);
     if (!t) {
         return;
     }
-    nic_start(t, HP_SLOT, "co0");
     g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_NOTF_COAL));
     g_assert_true(t->vdev->features & (1ull << VIRTIO_NET_F_VQ_NOTF_COAL));
     rx_fill(t, 0);
@@ -2706,14 +2711,10 @@ static void test_coal_features(void)
     uint32_t p, u;
     DPTest *t;
 
-    t = dp_boot("af-packet", "-object iothread,id=io0"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                " -device virtio-net-pci,id=cf0,netdev=hs0,iothread=io0,"
-                "notf_coal=on,addr=%d", HP_SLOT);
+    t = dp_boot_nic("cf0", "iothread=io0,notf_coal=on,");
     if (!t) {
         return;
     }
-    nic_start(t, HP_SLOT, "cf0");
     g_assert_false(t->vdev->features & (1ull << VIRTIO_NET_F_VQ_NOTF_COAL));
     g_assert_cmpint(coal_vq_set(t, 0, 1, 1), ==, VIRTIO_NET_ERR);
     g_assert_cmpint(coal_vq_get(t, 0, &p, &u), ==, VIRTIO_NET_ERR);
@@ -2721,14 +2722,10 @@ static void test_coal_features(void)
                     ==, VIRTIO_NET_OK);
     dp_shutdown(t);
 
-    t = dp_boot("af-packet", "-object iothread,id=io0"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                " -device virtio-net-pci,id=cf1,netdev=hs0,iothread=io0,"
-                "addr=%d", HP_SLOT);
+    t = dp_boot_nic("cf1", "iothread=io0,");
     if (!t) {
         return;
     }
-    nic_start(t, HP_SLOT, "cf1");
     g_assert_false(t->vdev->features & (1ull << VIRTIO_NET_F_NOTF_COAL));
     g_assert_cmpint(coal_cmd(t, VIRTIO_NET_CTRL_NOTF_COAL_TX_SET, coal, 8),
                     ==, VIRTIO_NET_ERR);
