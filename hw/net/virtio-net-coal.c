@@ -78,7 +78,11 @@ struct VirtIONetCoal {
     VNCoalQueue q[];
 };
 
-/* Counters have one writer, the queue's context; read under the BQL */
+/*
+ * Counters have one writer, the queue's context; read under the BQL.
+ *
+ * Context: the queue's
+ */
 static void vncoal_count(VNCoalQueue *q, VNCoalCounter c, uint64_t v)
 {
     qatomic_set__nocheck(&q->counters[c],
@@ -91,6 +95,7 @@ static VNCoalQueue *vncoal_queue(VirtIONet *n, uint32_t index)
     return n->coal && index < n->coal->nvqs ? &n->coal->q[index] : NULL;
 }
 
+/* Context: the queue's, or BQL held with its pair paused */
 static int64_t vncoal_deadline(VNCoalQueue *q)
 {
     return q->first + (int64_t)q->max_usecs * SCALE_US;

@@ -1774,6 +1774,12 @@ static void test_errors(void)
                      " 'iothread-vq-mapping': [ { 'iothread': 'io1' } ]",
                      "virtio-net: iothread and iothread-vq-mapping cannot "
                      "be set at the same time");
+    device_add_fails(t->qts, "'netdev': 'ap0', 'notf_coal': true,"
+                     " 'ctrl_vq': false",
+                     "virtio-net: notf_coal and vq_notf_coal need ctrl_vq");
+    device_add_fails(t->qts, "'netdev': 'ap0', 'iothread': 'io0',"
+                     " 'vq_notf_coal': true, 'ctrl_vq': false",
+                     "virtio-net: notf_coal and vq_notf_coal need ctrl_vq");
     device_add_fails(t->qts, "'netdev': 'ap0', 'iothread': 'io0',"
                      " 'ioeventfd': false",
                      "virtio-net: an iothread needs ioeventfd=on");
