@@ -79,6 +79,7 @@
 #define FLOWS           16384       /* distinct source ports */
 #define CHURN_US        (3 * G_USEC_PER_SEC)    /* features, queue resets */
 #define PAUSES          8           /* control commands while busy */
+#define STARVE_STOPS    5           /* stops while the guest refills */
 
 /* Frame numbers of a later phase: frames below it may still come late */
 #define NEXT_PHASE      1000000
@@ -2045,6 +2046,175 @@ static void test_tx_flood(void)
 }
 
 /*
+ * A guest that keeps its transmit ring topped up from another vCPU: a
+ * thread of the test writes the ring in guest RAM (a shared memory
+ * backend) and makes frames available as soon as the device has used
+ * some, fewer than one run's budget at a time.  Each round of the
+ * IOThread ends with an empty ring, and the re-check after it finds the
+ * next frames.
+ */
+typedef struct Refiller {
+    uint8_t *ram;               /* guest RAM, mapped here */
+    uint64_t avail;             /* the TX ring's avail and used rings */
+    uint64_t used;
+    unsigned int inflight;      /* frames the guest keeps available */
+    int cpu;                    /* where the refiller runs */
+    bool stop;
+    uint16_t idx;               /* the next avail->idx */
+    uint64_t published;
+    GThread *thread;
+} Refiller;
+
+/* Run every thread of process @pid on @cpu only */
+static void pin_threads(pid_t pid, int cpu)
+{
+    g_autofree char *dir = g_strdup_printf("/proc/%d/task", pid);
+    GDir *tasks = g_dir_open(dir, 0, NULL);
+    const char *tid;
+    cpu_set_t set;
+
+    g_assert_nonnull(tasks);
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    while ((tid = g_dir_read_name(tasks))) {
+        g_assert_cmpint(sched_setaffinity(atoi(tid), sizeof(set), &set), ==, 0);
+    }
+    g_dir_close(tasks);
+}
+
+static gpointer refiller_run(gpointer opaque)
+{
+    Refiller *r = opaque;
+    uint16_t *avail_idx = (uint16_t *)(r->ram + r->avail + 2);
+    uint16_t *used_idx = (uint16_t *)(r->ram + r->used + 2);
+    cpu_set_t set;
+
+    if (r->cpu >= 0) {
+        CPU_ZERO(&set);
+        CPU_SET(r->cpu, &set);
+        g_assert_cmpint(sched_setaffinity(0, sizeof(set), &set), ==, 0);
+    }
+    while (!qatomic_read(&r->stop)) {
+        uint16_t used = le16_to_cpu(qatomic_load_acquire(used_idx));
+
+        if ((uint16_t)(r->idx - used) < r->inflight) {
+            qatomic_set(&r->published, r->published +
+                        (uint16_t)(used + r->inflight - r->idx));
+            r->idx = used + r->inflight;
+            qatomic_store_release(avail_idx, cpu_to_le16(r->idx));
+        }
+    }
+    return NULL;
+}
+
+/*
+ * While a guest refills its TX ring, less than a budget at a time, as fast
+ * as the IOThread sends, a pause of the queue pair (stop here; control
+ * commands, set_link and migration alike) waits for the IOThread under
+ * the BQL.  One budget bounds each run of the TX queue, the rounds that
+ * the re-check starts included: the IOThread yields, and the pause comes
+ * in at once rather than when the guest stops.  (The refiller loses the
+ * race with the re-check now and then, which ends the run anyway: the
+ * budget count is what shows a run that went on.)
+ */
+static void test_tx_starve(void)
+{
+    g_autofree char *ram_path = g_strdup("/dev/shm/netplane-starve-XXXXXX");
+    const size_t ram_size = 128 << 20;
+    Refiller r = { 0 };
+    gint64 start, took = 0;
+    cpu_set_t cpus;
+    QVirtQueue *vq;
+    DPTest *t;
+    uint8_t buf[BUF_SIZE];
+    unsigned int i;
+    size_t len;
+    int fd;
+
+    fd = mkstemp(ram_path);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, ram_size), ==, 0);
+    t = dp_boot("af-packet", "-m 128M -object memory-backend-file,id=ram0,"
+                "size=128M,mem-path=%s,share=on -machine memory-backend=ram0"
+                " -object iothread,id=io0,poll-max-ns=0"
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -device virtio-net-pci,id=ts0,netdev=hs0,iothread=io0,"
+                "addr=%d", ram_path, HP_SLOT);
+    unlink(ram_path);
+    if (!t) {
+        close(fd);
+        return;
+    }
+    nic_start(t, HP_SLOT, "ts0");
+    r.ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    g_assert_true(r.ram != MAP_FAILED);
+    close(fd);
+
+    /* Descriptor N holds frame N, and the avail ring offers N at N */
+    vq = tx_vq(t, 0);
+    for (i = 0; i < vq->size; i++) {
+        uint64_t addr = t->pair[0].tx_bufs + (uint64_t)i * BUF_SIZE;
+        struct vring_desc *desc = (struct vring_desc *)(r.ram + vq->desc) + i;
+
+        memset(buf, 0, t->hdr_len);
+        len = make_frame(buf + t->hdr_len, peer_mac, t->mac, i);
+        memcpy(r.ram + addr, buf, t->hdr_len + len);
+        desc->addr = cpu_to_le64(addr);
+        desc->len = cpu_to_le32(t->hdr_len + len);
+        desc->flags = 0;
+        desc->next = 0;
+        ((uint16_t *)(r.ram + vq->avail + 4))[i] = cpu_to_le16(i);
+    }
+    smp_mb();
+    r.avail = vq->avail;
+    r.used = vq->used;
+    r.inflight = vq->size * 3 / 4;
+    r.cpu = -1;
+    if (sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+        /*
+         * The refiller gets a CPU of its own, QEMU and the test the
+         * other: it sees each flush at once, as a vCPU would.
+         */
+        g_assert_cmpint(sched_getaffinity(0, sizeof(cpus), &cpus), ==, 0);
+        pin_threads(getpid(), 0);
+        pin_threads(qtest_pid(t->qts), 0);
+        r.cpu = 1;
+    }
+    r.thread = g_thread_new("refiller", refiller_run, &r);
+    while (!qatomic_read(&r.published)) {
+        g_usleep(100);
+    }
+    while (get_stat(t, 0, "tx-packets") < 16 * vq->size) {
+        t->vdev->bus->virtqueue_kick(t->vdev, vq);
+        g_usleep(10000);
+    }
+    for (i = 0; i < STARVE_STOPS; i++) {
+        /* The refiller may have lost a race: kick, as a guest would */
+        t->vdev->bus->virtqueue_kick(t->vdev, vq);
+        g_usleep(10000);
+        start = g_get_monotonic_time();
+        qtest_qmp_assert_success(t->qts, "{ 'execute': 'stop' }");
+        took = MAX(took, g_get_monotonic_time() - start);
+        qtest_qmp_assert_success(t->qts, "{ 'execute': 'cont' }");
+    }
+    qatomic_set(&r.stop, true);
+    g_thread_join(r.thread);
+    if (r.cpu >= 0) {
+        g_assert_cmpint(sched_setaffinity(0, sizeof(cpus), &cpus), ==, 0);
+    }
+
+    g_test_message("the longest stop took %" PRId64 " us; %" PRIu64
+                   " frames offered, %" PRId64 " sent, budget spent %" PRId64
+                   " times", took, r.published, get_stat(t, 0, "tx-packets"),
+                   get_stat(t, 0, "tx-budget-exhausted"));
+    g_assert_cmpint(took, <, G_USEC_PER_SEC);
+    g_assert_cmpint(get_stat(t, 0, "tx-budget-exhausted"), >, 0);
+    g_assert_true(query_running(t->qts));
+    munmap(r.ram, ram_size);
+    dp_shutdown(t);
+}
+
+/*
  * After churn(): reset the device, set it up again and check that
  * traffic flows both ways.
  */
@@ -2835,6 +3005,7 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/features", test_features);
     qtest_add_func("virtio-net-dataplane/queue-reset", test_queue_reset);
     qtest_add_func("virtio-net-dataplane/tx-flood", test_tx_flood);
+    qtest_add_func("virtio-net-dataplane/tx-starve", test_tx_starve);
     qtest_add_func("virtio-net-dataplane/queue-rewrite", test_queue_rewrite);
     qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
     qtest_add_func("virtio-net-dataplane/features-mq-late",
