@@ -6,11 +6,12 @@
  * virtqueue, how many packets (max_packets) or microseconds (max_usecs)
  * may pass before a used buffer notification; Linux sets them with
  * ethtool -C.  With both non-zero, a queue counts the packets it sent or
- * received since its last notification and notifies when max_packets
- * are reached or max_usecs have passed since the first of them; with
+ * received since its last notification, from the first that the driver
+ * waits to hear of, and notifies when max_packets are reached or
+ * max_usecs have passed since the first of them; with
  * either 0, it notifies after every packet, as without the feature.
  * EVENT_IDX and VRING_AVAIL_F_NO_INTERRUPT still decide whether a
- * notification interrupts the guest (virtio_try_notify()).
+ * notification interrupts the guest (virtio_notify_wanted()).
  *
  * Each queue's state belongs to the context it runs in: its IOThread
  * with the dataplane, else the main loop.  Its timer runs there too (a
@@ -101,6 +102,16 @@ static int64_t vncoal_deadline(VNCoalQueue *q)
     return q->first + (int64_t)q->max_usecs * SCALE_US;
 }
 
+/* Interrupt the guest unless it asked not to be.  Context: @vq's */
+static VirtIONetCoalResult vncoal_notify_now(VirtIODevice *vdev, VirtQueue *vq)
+{
+    if (!virtio_notify_wanted(vdev, vq)) {
+        return VIRTIO_NET_COAL_SUPPRESSED;
+    }
+    virtio_notify(vdev, vq);
+    return VIRTIO_NET_COAL_SENT;
+}
+
 /*
  * Notify for what @q holds: the notification conditions are met (@why).
  *
@@ -110,13 +121,15 @@ static VirtIONetCoalResult vncoal_fire(VNCoalQueue *q, VNCoalCounter why)
 {
     VirtIODevice *vdev = VIRTIO_DEVICE(q->coal->n);
 
+    VirtIONetCoalResult ret;
+
     q->pending = 0;
     timer_del(q->timer[q->where]);
-    if (!virtio_try_notify(vdev, virtio_get_queue(vdev, q->index))) {
-        return VIRTIO_NET_COAL_SUPPRESSED;
+    ret = vncoal_notify_now(vdev, virtio_get_queue(vdev, q->index));
+    if (ret == VIRTIO_NET_COAL_SENT) {
+        vncoal_count(q, why, 1);
     }
-    vncoal_count(q, why, 1);
-    return VIRTIO_NET_COAL_SENT;
+    return ret;
 }
 
 /* max_usecs passed since the first packet held.  Context: the queue's */
@@ -145,13 +158,22 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
     VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
 
     if (!q || !q->max_packets || !q->max_usecs) {
-        return virtio_try_notify(VIRTIO_DEVICE(n), vq) ?
-               VIRTIO_NET_COAL_SENT : VIRTIO_NET_COAL_SUPPRESSED;
+        return vncoal_notify_now(VIRTIO_DEVICE(n), vq);
     }
     if (!packets) {
         return VIRTIO_NET_COAL_HELD;
     }
     if (!q->pending) {
+        /*
+         * Count from the first buffer that the driver waits to hear of.
+         * It finds those used while it suppresses notifications (a NAPI
+         * poll) by itself, and checks for more when it turns them on
+         * again, so they start no wait: otherwise the wait that began in
+         * its poll would end soon after it, for a few buffers.
+         */
+        if (!virtio_notify_wanted(VIRTIO_DEVICE(n), vq)) {
+            return VIRTIO_NET_COAL_SUPPRESSED;
+        }
         q->first = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
     }
     q->pending += packets;
