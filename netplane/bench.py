@@ -28,6 +28,7 @@ dataplane counters (query-stats provider virtio-net) as well.
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -44,8 +45,24 @@ SATURATED = 85
 DEV_MIN_PACKETS = 1000
 # Fewer guest interrupts than this: no main-loop time per interrupt
 MIN_IRQS = 1000
-# The guest's ethtool -C for the coalescing variants (issue 12's setting)
-COAL = 'np.coal=rx-usecs:200:rx-frames:32:tx-usecs:200:tx-frames:32'
+# The guest's ethtool -C of the coalescing variants: rx/tx-frames and
+# rx/tx-usecs (issue 12's setting is 32 and 200)
+COAL_SETTINGS = ((8, 50), (32, 200), (128, 1000))
+
+
+def coal_variants(np_):
+    """netplane ethtool -C F Uus, without and with an IOThread"""
+    out = []
+    for frames, usecs in COAL_SETTINGS:
+        words = 'np.coal=' + ':'.join('%s:%d' % kv for kv in (
+            ('rx-usecs', usecs), ('rx-frames', frames),
+            ('tx-usecs', usecs), ('tx-frames', frames)))
+        for io, dev, args in (('', '', ()),
+                              (' iothread', 'iothread=io0,', IOTHREAD)):
+            out.append(('netplane%s ethtool -C %d %dus' % (io, frames, usecs),
+                        np_, 'virtio-net-pci,%snotf_coal=on' % dev, 'tap',
+                        '', args, words))
+    return out
 
 
 def variants(build):
@@ -77,17 +94,12 @@ def variants(build):
         ('af-packet no ring', np_, 'virtio-net-pci', 'af-packet',
          ',rx-ring-size=0', ()),
         # Notification coalescing offered; the guest keeps its defaults
-        # (none), or sets COAL as ethtool -C would
+        # (none), or sets COAL_SETTINGS as ethtool -C would
         ('netplane notf_coal', np_, 'virtio-net-pci,notf_coal=on', 'tap',
          '', ()),
-        ('netplane ethtool -C 32 200us', np_, 'virtio-net-pci,notf_coal=on',
-         'tap', '', (), COAL),
         ('netplane iothread notf_coal', np_,
          'virtio-net-pci,iothread=io0,notf_coal=on', 'tap', '', IOTHREAD),
-        ('netplane iothread ethtool -C 32 200us', np_,
-         'virtio-net-pci,iothread=io0,notf_coal=on', 'tap', '', IOTHREAD,
-         COAL),
-    ]
+    ] + coal_variants(np_)
 
 
 def test_key(kind, size, rate=0):
@@ -447,7 +459,11 @@ COLORS = {'upstream tx=bh': '#999999', 'upstream tx=timer': '#c4c4c4',
           'netplane notf_coal': '#b39ddb',
           'netplane ethtool -C 32 200us': '#7e57c2',
           'netplane iothread notf_coal': '#9575cd',
-          'netplane iothread ethtool -C 32 200us': '#4527a0'}
+          'netplane iothread ethtool -C 32 200us': '#4527a0',
+          'netplane ethtool -C 8 50us': '#d1c4e9',
+          'netplane iothread ethtool -C 8 50us': '#7986cb',
+          'netplane ethtool -C 128 1000us': '#5e35b1',
+          'netplane iothread ethtool -C 128 1000us': '#1a237e'}
 
 
 PANEL_UNITS = {'pps': 'pkt/s delivered', 'tps': 'transactions/s',
@@ -494,6 +510,66 @@ def plot(summary, names, tests, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+COAL_RE = re.compile(r'^netplane( iothread)? (?:notf_coal|'
+                     r'ethtool -C (\d+) (\d+)us)$')
+
+
+def plot_coal(summary, names, path):
+    """Packets per guest RX interrupt at RATE and rr's p99 against the
+    guest's ethtool -C, without and with an IOThread; False if the run
+    has too few coalescing variants."""
+    rxr = test_key('udp-rx', 64, RATE)
+    lines, settings = {}, set()
+    for name in names:
+        m = COAL_RE.match(name)
+        if not m:
+            continue
+        setting = (int(m.group(2) or 0), int(m.group(3) or 0))
+        settings.add(setting)
+        s = summary.get(name, {})
+        irq = s.get(rxr, {}).get('irq_per_pkt', (0,))[0]
+        lines.setdefault('IOThread' if m.group(1) else 'main loop', {})[
+            setting] = (1 / irq if irq else None,
+                        s.get('rr:64', {}).get('p99_us', (None,))[0])
+    if len(settings) < 3:
+        return False
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    settings = sorted(settings, key=lambda fu: (fu[1], fu[0]))
+    labels = ['off' if not f else '%d / %d µs' % (f, u) for f, u in settings]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6))
+    for i, (ax, title) in enumerate(zip(axes, (
+            'host→guest UDP at %d pkt/s\npackets per guest RX interrupt'
+            % RATE, 'rr 64 bytes\np99 latency, µs'))):
+        for where, pts in sorted(lines.items()):
+            xy = [(x, pts[fu][i]) for x, fu in enumerate(settings)
+                  if fu in pts and pts[fu][i]]
+            ax.plot([p[0] for p in xy], [p[1] for p in xy], marker='o',
+                    label='netplane ' + where,
+                    color='#4527a0' if where == 'IOThread' else '#b39ddb')
+        up = summary.get('upstream tx=bh', {})
+        ref = (up.get(rxr, {}).get('irq_per_pkt', (0,))[0],
+               up.get('rr:64', {}).get('p99_us', (0,))[0])[i]
+        if ref:
+            ax.axhline(1 / ref if i == 0 else ref, color='#999999',
+                       linestyle='--', label='upstream tx=bh')
+        ax.set_xticks(range(len(settings)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xlabel('guest ethtool -C rx/tx-frames / rx/tx-usecs',
+                      fontsize=7)
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(axis='y', labelsize=7)
+        ax.legend(fontsize=6.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def main():
@@ -612,7 +688,9 @@ def report(out, data):
     with open(os.path.join(out, 'results.json'), 'w') as f:
         json.dump(data, f, indent=1)
     plot(summary, names, keys, os.path.join(out, 'bench.png'))
-    print('bench: results in %s (results.md, results.json, bench.png)' % out)
+    coal = plot_coal(summary, names, os.path.join(out, 'coal.png'))
+    print('bench: results in %s (results.md, results.json, bench.png%s)'
+          % (out, ', coal.png' if coal else ''))
 
 
 if __name__ == '__main__':
