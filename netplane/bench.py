@@ -93,6 +93,22 @@ def variants(build):
         # (net.core.rmem_default): what the ring is measured against.
         ('af-packet no ring', np_, 'virtio-net-pci', 'af-packet',
          ',rx-ring-size=0', ()),
+        # Without adaptive interrupt moderation: each TX round and RX
+        # batch notifies at its end
+        ('netplane iothread adaptive-coal=off', np_,
+         'virtio-net-pci,iothread=io0,adaptive-coal=off', 'tap', '',
+         IOTHREAD),
+        # A guest with one vCPU: the IOThread and the vCPU do not fight
+        # a second vCPU for the host's CPUs
+        ('upstream tx=bh 1 vCPU', up, 'virtio-net-pci', 'tap', '',
+         ('-smp', '1')),
+        ('upstream tx=timer 1 vCPU', up, 'virtio-net-pci,tx=timer', 'tap',
+         '', ('-smp', '1')),
+        ('netplane iothread 1 vCPU', np_, 'virtio-net-pci,iothread=io0',
+         'tap', '', IOTHREAD + ('-smp', '1')),
+        ('netplane iothread adaptive-coal=off 1 vCPU', np_,
+         'virtio-net-pci,iothread=io0,adaptive-coal=off', 'tap', '',
+         IOTHREAD + ('-smp', '1')),
         # Notification coalescing offered; the guest keeps its defaults
         # (none), or sets COAL_SETTINGS as ethtool -C would
         ('netplane notf_coal', np_, 'virtio-net-pci,notf_coal=on', 'tap',

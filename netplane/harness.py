@@ -294,6 +294,9 @@ class GuestRun:
         self.boot_seconds = None
         self.has_device_stats = None
         self.others = {}
+        # Called as on_phase('begin' or 'end', QEMU's pid, test) around
+        # each test's traffic phase (netplane/profile.py)
+        self.on_phase = None
 
     def command(self):
         run = ['nptraffic', 'client', '--server', HOST_IP, '--irq'] + \
@@ -414,7 +417,13 @@ class GuestRun:
                     self.boot_seconds = time.monotonic() - start
                 elif line.startswith('NPPHASE begin'):
                     begin = self.snapshot(ns, proc.pid)
+                    if self.on_phase:
+                        self.on_phase('begin', proc.pid,
+                                      parse_kv(line).get('test'))
                 elif line.startswith('NPPHASE end') and begin:
+                    if self.on_phase:
+                        self.on_phase('end', proc.pid,
+                                      parse_kv(line).get('test'))
                     end = self.snapshot(ns, proc.pid)
                     name = parse_kv(line).get('test')
                     self.phases[name] = (begin, end)

@@ -13,6 +13,15 @@
  * EVENT_IDX and VRING_AVAIL_F_NO_INTERRUPT still decide whether a
  * notification interrupts the guest (virtio_notify_wanted()).
  *
+ * Without the driver's parameters, a queue that runs in an IOThread adapts
+ * them to its own rate, as NIC adaptive coalescing and Linux's net_dim do
+ * (virtio-net's adaptive-coal, on by default): a millisecond's sample of
+ * used buffers picks a level of vncoal_levels[], where sparse traffic and
+ * request/response get their notification at once and a stream gathers
+ * a few buffers or microseconds.  Whatever the driver sets wins; the
+ * main-loop path does not adapt.  An adaptive wait ends when the pair
+ * leaves its IOThread (pause, stop, migration): nothing of it migrates.
+ *
  * Each queue's state belongs to the context it runs in: its IOThread
  * with the dataplane, else the main loop.  Its timer runs there too (a
  * QEMU_CLOCK_VIRTUAL timer, which stops with the VM), costs nothing
@@ -38,6 +47,19 @@
 
 #define VNCOAL_FEATURES ((1ULL << VIRTIO_NET_F_NOTF_COAL) | \
                          (1ULL << VIRTIO_NET_F_VQ_NOTF_COAL))
+
+/* Adaptive moderation: the rate sample, and the levels it picks from */
+#define VNCOAL_SAMPLE_NS        (1 * SCALE_MS)
+
+static const struct {
+    uint32_t rate;              /* used buffers per second, from */
+    uint32_t max_packets;
+    uint32_t max_usecs;
+} vncoal_levels[] = {
+    { 0, 0, 0 },                /* at once */
+    { 20000, 16, 100 },
+    { 50000, 32, 250 },
+};
 
 /* Per data virtqueue; RX counters first, then TX (see vncoal_names) */
 typedef enum VNCoalCounter {
@@ -66,6 +88,11 @@ typedef struct VNCoalQueue {
     uint32_t max_usecs;
     uint32_t pending;           /* packets since the last notification */
     int64_t first;              /* when the first of them came (virtual) */
+    uint32_t hold_usecs;        /* max_usecs of the wait in progress */
+    int64_t sample_start;       /* adaptive: the rate sample (realtime) */
+    uint64_t sample_packets;
+    unsigned int level;         /* adaptive: vncoal_levels[] */
+    bool low_sample;            /* the last sample was below level */
     QEMUTimer *timer[2];        /* in the main loop, in the pair's IOThread */
     unsigned int where;         /* timer[] of where the queue runs now */
     uint64_t counters[VNCOAL__MAX];
@@ -73,6 +100,7 @@ typedef struct VNCoalQueue {
 
 struct VirtIONetCoal {
     VirtIONet *n;
+    bool adaptive;              /* adaptive-coal, with an IOThread */
     uint32_t nvqs;              /* data virtqueues */
     uint32_t set_packets[2];    /* the last RX_SET [0] and TX_SET [1] */
     uint32_t set_usecs[2];
@@ -99,7 +127,7 @@ static VNCoalQueue *vncoal_queue(VirtIONet *n, uint32_t index)
 /* Context: the queue's, or BQL held with its pair paused */
 static int64_t vncoal_deadline(VNCoalQueue *q)
 {
-    return q->first + (int64_t)q->max_usecs * SCALE_US;
+    return q->first + (int64_t)q->hold_usecs * SCALE_US;
 }
 
 /* Interrupt the guest unless it asked not to be.  Context: @vq's */
@@ -143,12 +171,71 @@ static void vncoal_timer_cb(void *opaque)
     }
 }
 
-/* Context: the queue's */
-bool virtio_net_coal_active(VirtIONet *n, VirtQueue *vq)
+/*
+ * Adaptive moderation: count @packets into @q's rate sample and, once it
+ * is a millisecond long, pick the level of that rate.  A level is left
+ * downwards only after two samples in a row below 4/5 of its rate, so
+ * that a rate on the edge or a stream in bursts does not switch at every
+ * sample; a queue quiet for two samples starts again from the lowest.
+ *
+ * Context: the queue's IOThread
+ */
+static void vncoal_adapt(VNCoalQueue *q, int64_t now, unsigned int packets)
 {
-    VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
+    int64_t elapsed = now - q->sample_start;
+    unsigned int level = 0;
+    uint64_t rate;
 
-    return q && q->max_packets && q->max_usecs;
+    if (elapsed >= 2 * VNCOAL_SAMPLE_NS) {
+        /* After a pause, the packets before it say nothing of now */
+        q->level = 0;
+        q->low_sample = false;
+        q->sample_start = now;
+        q->sample_packets = packets;
+        return;
+    }
+    q->sample_packets += packets;
+    if (elapsed < VNCOAL_SAMPLE_NS) {
+        return;
+    }
+    rate = q->sample_packets * NANOSECONDS_PER_SECOND / elapsed;
+    while (level + 1 < ARRAY_SIZE(vncoal_levels) &&
+           rate >= vncoal_levels[level + 1].rate) {
+        level++;
+    }
+    if (level < q->level &&
+        (rate * 5 >= vncoal_levels[q->level].rate * 4 || !q->low_sample)) {
+        /* Not yet: a stream that comes in bursts has quieter samples */
+        q->low_sample = rate * 5 < vncoal_levels[q->level].rate * 4;
+        level = q->level;
+    } else {
+        q->low_sample = false;
+    }
+    q->level = level;
+    q->sample_start = now;
+    q->sample_packets = 0;
+}
+
+/*
+ * The parameters that hold @q's notifications now: the driver's, else
+ * the adaptive level's in an IOThread.  False: none, notify at once.
+ *
+ * Context: the queue's
+ */
+static bool vncoal_params(VNCoalQueue *q, uint32_t *max_packets,
+                          uint32_t *max_usecs)
+{
+    if (q->max_packets && q->max_usecs) {
+        *max_packets = q->max_packets;
+        *max_usecs = q->max_usecs;
+        return true;
+    }
+    if (q->where && q->coal->adaptive && q->level) {
+        *max_packets = vncoal_levels[q->level].max_packets;
+        *max_usecs = vncoal_levels[q->level].max_usecs;
+        return true;
+    }
+    return false;
 }
 
 /* Context: the queue's (its IOThread, or the main loop) */
@@ -156,8 +243,17 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
                                            unsigned int packets)
 {
     VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
+    uint32_t max_packets, max_usecs;
 
-    if (!q || !q->max_packets || !q->max_usecs) {
+    if (q && q->where && q->coal->adaptive) {
+        vncoal_adapt(q, qemu_clock_get_ns(QEMU_CLOCK_REALTIME), packets);
+    }
+    if (!q || !vncoal_params(q, &max_packets, &max_usecs)) {
+        if (q && q->pending) {
+            /* An adaptive wait whose level went down */
+            q->pending = 0;
+            timer_del(q->timer[q->where]);
+        }
         return vncoal_notify_now(VIRTIO_DEVICE(n), vq);
     }
     if (!packets) {
@@ -175,9 +271,10 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
             return VIRTIO_NET_COAL_SUPPRESSED;
         }
         q->first = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+        q->hold_usecs = max_usecs;
     }
     q->pending += packets;
-    if (q->pending >= q->max_packets) {
+    if (q->pending >= max_packets) {
         return vncoal_fire(q, VNCOAL_IRQS_PACKETS);
     }
     vncoal_count(q, VNCOAL_HELD, packets);
@@ -185,6 +282,21 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
         timer_mod(q->timer[q->where], vncoal_deadline(q));
     }
     return VIRTIO_NET_COAL_HELD;
+}
+
+/*
+ * The device needs the driver now (no receive buffers left): end an
+ * adaptive wait.  A wait on the driver's parameters goes on, as it asked.
+ *
+ * Context: the queue's
+ */
+void virtio_net_coal_flush(VirtIONet *n, VirtQueue *vq)
+{
+    VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
+
+    if (q && q->pending && !(q->max_packets && q->max_usecs)) {
+        vncoal_fire(q, VNCOAL_IRQS_USECS);
+    }
 }
 
 /*
@@ -202,6 +314,7 @@ static void vncoal_set(VNCoalQueue *q, uint32_t max_packets,
     if (!q->pending) {
         return;
     }
+    q->hold_usecs = max_usecs;
     if (!max_packets || !max_usecs || q->pending >= max_packets) {
         vncoal_fire(q, VNCOAL_IRQS_PACKETS);
     } else if (qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) >= vncoal_deadline(q)) {
@@ -288,6 +401,8 @@ static void vncoal_clear(VNCoalQueue *q)
 {
     q->pending = 0;
     timer_del(q->timer[q->where]);
+    q->level = 0;
+    q->sample_packets = 0;
 }
 
 /* Context: BQL held, the queue not running elsewhere */
@@ -337,8 +452,14 @@ void virtio_net_coal_move(VirtIONet *n, unsigned int pair, AioContext *ctx)
         if (q->where == where) {
             continue;
         }
+        if (q->pending && !(q->max_packets && q->max_usecs)) {
+            /* An adaptive wait ends with the IOThread */
+            vncoal_fire(q, VNCOAL_IRQS_USECS);
+        }
         timer_del(q->timer[q->where]);
         q->where = where;
+        q->level = 0;
+        q->sample_packets = 0;
         if (q->pending) {
             timer_mod(q->timer[where], vncoal_deadline(q));
         }
@@ -358,20 +479,23 @@ void virtio_net_coal_get_stats(VirtIONet *n, unsigned int pair,
 }
 
 /* Context: BQL held (realize) */
-bool virtio_net_coal_realize(VirtIONet *n, Error **errp)
+bool virtio_net_coal_realize(VirtIONet *n, bool iothread, Error **errp)
 {
     VirtIONetCoal *c;
 
-    if (!(n->host_features & VNCOAL_FEATURES)) {
+    if (!(n->host_features & VNCOAL_FEATURES) &&
+        !(iothread && n->adaptive_coal)) {
         return true;
     }
-    if (!(n->host_features & (1ULL << VIRTIO_NET_F_CTRL_VQ))) {
+    if ((n->host_features & VNCOAL_FEATURES) &&
+        !(n->host_features & (1ULL << VIRTIO_NET_F_CTRL_VQ))) {
         error_setg(errp, "virtio-net: notf_coal and vq_notf_coal need "
                    "ctrl_vq");
         return false;
     }
     c = g_malloc0(sizeof(*c) + 2 * n->max_queue_pairs * sizeof(c->q[0]));
     c->n = n;
+    c->adaptive = iothread && n->adaptive_coal;
     c->nvqs = 2 * n->max_queue_pairs;
     for (uint32_t i = 0; i < c->nvqs; i++) {
         c->q[i].coal = c;
@@ -427,6 +551,7 @@ static int vncoal_post_load(void *opaque, int version_id)
         timer_del(q->timer[q->where]);
         q->where = 0;
         q->first = now;
+        q->hold_usecs = q->max_usecs;
         if (q->pending) {
             timer_mod(q->timer[0], vncoal_deadline(q));
         }

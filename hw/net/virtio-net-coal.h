@@ -23,12 +23,13 @@ typedef enum VirtIONetCoalResult {
 } VirtIONetCoalResult;
 
 /*
- * Set up coalescing state for every data virtqueue; refuses the feature
- * properties without a control queue.
+ * Set up coalescing state for every data virtqueue, for the feature
+ * properties or for adaptive moderation (adaptive-coal) with @iothread;
+ * refuses the feature properties without a control queue.
  *
  * Context: BQL held (realize, n->max_queue_pairs known)
  */
-bool virtio_net_coal_realize(VirtIONet *n, Error **errp);
+bool virtio_net_coal_realize(VirtIONet *n, bool iothread, Error **errp);
 
 /* Context: BQL held (unrealize) */
 void virtio_net_coal_unrealize(VirtIONet *n);
@@ -68,10 +69,10 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
                                            unsigned int packets);
 
 /*
- * Does the driver coalesce @vq?  Then the used entries need not wait
- * (the interrupt does).  Context: the queue's
+ * The device needs the driver now (no receive buffers): end an adaptive
+ * wait on @vq.  Context: the queue's
  */
-bool virtio_net_coal_active(VirtIONet *n, VirtQueue *vq);
+void virtio_net_coal_flush(VirtIONet *n, VirtQueue *vq);
 
 /*
  * Queue pair @pair now runs in @ctx (NULL: the main loop): a held

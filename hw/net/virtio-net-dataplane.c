@@ -18,6 +18,9 @@
  *   after the backend's handler, and the guest is interrupted at most
  *   once per batch (subject to EVENT_IDX).  Without buffers, RX stalls
  *   with notifications on and resumes on the refill kick.
+ * - Whether a flush interrupts the guest at once or after more is
+ *   virtio-net-coal.c's to decide, TX and RX alike: the driver's
+ *   NOTF_COAL parameters, else adaptive moderation from the queue's rate.
  * - Interrupts go out through the guest notifiers: irqfd with KVM, an
  *   eventfd read by the main loop otherwise.
  * - Main-loop work that touches a queue pair (control commands, set_link,
@@ -52,14 +55,6 @@
 /* One TX round: enough to amortise a wake-up, short enough to be fair */
 #define VNDP_TX_BUDGET_PACKETS  256
 #define VNDP_TX_BUDGET_BYTES    (1 * MiB)
-
-/*
- * While the AioContext polls the TX queue, the guest learns of sent frames
- * when polling ends, after this many, or after this long (the delay of
- * tx=timer), whichever comes first.  See vndp_tx_hold().
- */
-#define VNDP_TX_HOLD_PACKETS    64
-#define VNDP_TX_HOLD_NS         (150 * SCALE_US)
 
 /* Per queue pair; *_IRQS_SUPPRESSED must follow *_IRQS */
 typedef enum VNDPCounter {
@@ -260,43 +255,9 @@ static void vndp_tx_flush(VirtIONetDPQueue *dq)
         return;
     }
     dq->tx_unflushed = 0;
-    dq->tx_hold_deadline = 0;
     virtqueue_flush(dq->q->tx_vq, count);
     vndp_notify(dq, dq->q->tx_vq, VNDP_TX_IRQS, count);
     vndp_count(dq, VNDP_TX_BATCHES, 1);
-}
-
-/*
- * The queue is empty and the AioContext polls it.  The frames are gone
- * already; only their used entries wait, for more to join them, so that
- * a guest sending at a steady rate takes one interrupt per batch rather
- * than one per frame or two.  The wait ends when polling ends (the
- * AioContext is about to sleep: vndp_tx_poll_end()), at
- * VNDP_TX_HOLD_PACKETS entries, or at the deadline, which vndp_tx_poll()
- * watches while the AioContext stays busy.
- *
- * Context: dq->ctx
- */
-static void vndp_tx_hold(VirtIONetDPQueue *dq)
-{
-    int64_t now;
-
-    if (!dq->tx_unflushed) {
-        return;
-    }
-    if (virtio_net_coal_active(dq->dp->n, dq->q->tx_vq)) {
-        /* The driver's parameters hold the interrupt instead */
-        vndp_tx_flush(dq);
-        return;
-    }
-    now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
-    if (!dq->tx_hold_deadline) {
-        dq->tx_hold_deadline = now + VNDP_TX_HOLD_NS;
-    }
-    if (dq->tx_unflushed >= VNDP_TX_HOLD_PACKETS ||
-        now >= dq->tx_hold_deadline) {
-        vndp_tx_flush(dq);
-    }
 }
 
 /* What one run of vndp_tx_run() may send before it yields */
@@ -376,9 +337,9 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq, VNDPTxBudget *budget)
  * Drain the TX queue: notifications off while working; when it is
  * empty, used entries flushed, notifications on and one more look for
  * what raced with that.  While the AioContext polls the queue,
- * notifications stay off (polling sees new frames without a kick) and
- * used entries may wait (vndp_tx_hold()); vndp_tx_poll_end() flushes
- * them and turns notifications on again.
+ * notifications stay off (polling sees new frames without a kick) until
+ * vndp_tx_poll_end().  Whether the guest is interrupted for the used
+ * entries, now or after more, is virtio-net-coal.c's to decide.
  *
  * One budget bounds the whole run, the rounds that the re-check starts
  * included, as vhost-net's weight does: a guest that keeps adding frames
@@ -427,12 +388,8 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
         case VNDP_TX_EMPTY:
             break;
         }
-        if (dq->tx_polling && !vdev->broken) {
-            vndp_tx_hold(dq);
-            return;
-        }
         vndp_tx_flush(dq);
-        if (vdev->broken) {
+        if (dq->tx_polling || vdev->broken) {
             return;
         }
         virtio_queue_set_notification(vq, 1);
@@ -504,21 +461,14 @@ static bool vndp_tx_pending(VirtIONetDPQueue *dq)
            !virtio_queue_empty(vq);
 }
 
-/*
- * IOThread polling of the TX queue: frames to send, or used entries held
- * past their deadline.
- *
- * Context: dq->ctx
- */
+/* IOThread polling of the TX queue: frames to send.  Context: dq->ctx */
 static bool vndp_tx_poll(void *opaque)
 {
     VirtIONetDPQueue *dq = container_of(opaque, VirtIONetDPQueue,
                                         tx_notifier);
     MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
-    return vndp_tx_pending(dq) ||
-           (dq->tx_hold_deadline &&
-            qemu_clock_get_ns(QEMU_CLOCK_REALTIME) >= dq->tx_hold_deadline);
+    return vndp_tx_pending(dq);
 }
 
 /* Polling found work: no kick needed.  Context: dq->ctx */
@@ -550,7 +500,6 @@ static void vndp_tx_poll_end(EventNotifier *e)
     MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     dq->tx_polling = false;
-    vndp_tx_flush(dq);
     virtio_queue_set_notification(dq->q->tx_vq, 1);
 }
 
@@ -623,6 +572,7 @@ void virtio_net_dataplane_rx_stalled(VirtIONetQueue *q)
     }
     vndp_count(dq, VNDP_RX_NO_BUFFERS, 1);
     vndp_rx_flush(dq);
+    virtio_net_coal_flush(q->n, q->rx_vq);
     /* Looks at one buffer at most: only the index it returns matters */
     dq->rx_stall_avail = virtqueue_get_avail_bytes(q->rx_vq, &in_bytes,
                                                    NULL, 0, 0);
@@ -1281,7 +1231,8 @@ bool virtio_net_dataplane_realize(VirtIONet *n, Error **errp)
                             vndp_stats_schemas_cb);
         stats_registered = true;
     }
-    if (!virtio_net_coal_realize(n, errp)) {
+    if (!virtio_net_coal_realize(n, n->iothread || n->iothread_vq_mapping_list,
+                                 errp)) {
         return false;
     }
     if (!vndp_realize(n, errp)) {

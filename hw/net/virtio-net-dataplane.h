@@ -46,7 +46,6 @@ struct VirtIONetDPQueue {
     bool tx_in_backend;         /* q->async_tx.elem is ours, in the backend */
     unsigned int vqs_reset;     /* RX (bit 0), TX (bit 1) reset by the driver */
     unsigned int tx_unflushed;  /* TX used entries filled, not flushed */
-    int64_t tx_hold_deadline;   /* flush them by then, 0: none held */
     unsigned int rx_unflushed;  /* RX used entries filled, not flushed */
     unsigned int rx_unflushed_packets;  /* the packets in them */
     bool rx_stalled;            /* RX waits for buffers, polled... */

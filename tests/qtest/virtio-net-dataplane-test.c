@@ -80,6 +80,9 @@
 #define CHURN_US        (3 * G_USEC_PER_SEC)    /* features, queue resets */
 #define PAUSES          8           /* control commands while busy */
 #define STARVE_STOPS    5           /* stops while the guest refills */
+#define REFILLER_RAM    (128 << 20) /* guest RAM shared with the test */
+#define ADAPTIVE_INFLIGHT 4         /* a guest that streams a few at a time */
+#define SPARSE_FRAMES   8
 
 /* Frame numbers of a later phase: frames below it may still come late */
 #define NEXT_PHASE      1000000
@@ -2059,6 +2062,8 @@ typedef struct Refiller {
     uint64_t used;
     unsigned int inflight;      /* frames the guest keeps available */
     int cpu;                    /* where the refiller runs */
+    cpu_set_t cpus;             /* the test's, before it pinned itself */
+    bool want_kick;             /* the refiller saw notifications on */
     bool stop;
     uint16_t idx;               /* the next avail->idx */
     uint64_t published;
@@ -2087,6 +2092,7 @@ static gpointer refiller_run(gpointer opaque)
     Refiller *r = opaque;
     uint16_t *avail_idx = (uint16_t *)(r->ram + r->avail + 2);
     uint16_t *used_idx = (uint16_t *)(r->ram + r->used + 2);
+    uint16_t *used_flags = (uint16_t *)(r->ram + r->used);
     cpu_set_t set;
 
     if (r->cpu >= 0) {
@@ -2102,6 +2108,11 @@ static gpointer refiller_run(gpointer opaque)
                         (uint16_t)(used + r->inflight - r->idx));
             r->idx = used + r->inflight;
             qatomic_store_release(avail_idx, cpu_to_le16(r->idx));
+            smp_mb();
+            if (!(le16_to_cpu(*used_flags) & VRING_USED_F_NO_NOTIFY)) {
+                /* The device stopped and wants a kick: ask the test */
+                qatomic_set(&r->want_kick, true);
+            }
         }
     }
     return NULL;
@@ -2117,91 +2128,156 @@ static gpointer refiller_run(gpointer opaque)
  * race with the re-check now and then, which ends the run anyway: the
  * budget count is what shows a run that went on.)
  */
-static void test_tx_starve(void)
+/*
+ * Boot a PC whose RAM the test maps too, with the virtio-net-pci device
+ * @id (@props) in an IOThread that does not poll, and set up r->ram and
+ * the transmit ring of pair 0 for refiller_start(): descriptor N holds
+ * frame N, and the avail ring offers N at N.  NULL when the test cannot
+ * run here.
+ */
+static DPTest *refiller_boot(Refiller *r, const char *id, const char *props)
 {
-    g_autofree char *ram_path = g_strdup("/dev/shm/netplane-starve-XXXXXX");
-    const size_t ram_size = 128 << 20;
-    Refiller r = { 0 };
-    gint64 start, took = 0;
-    cpu_set_t cpus;
+    g_autofree char *ram_path = g_strdup("/dev/shm/netplane-ram-XXXXXX");
+    uint8_t buf[BUF_SIZE];
     QVirtQueue *vq;
     DPTest *t;
-    uint8_t buf[BUF_SIZE];
     unsigned int i;
     size_t len;
     int fd;
 
     fd = mkstemp(ram_path);
     g_assert_cmpint(fd, >=, 0);
-    g_assert_cmpint(ftruncate(fd, ram_size), ==, 0);
+    g_assert_cmpint(ftruncate(fd, REFILLER_RAM), ==, 0);
     t = dp_boot("af-packet", "-m 128M -object memory-backend-file,id=ram0,"
                 "size=128M,mem-path=%s,share=on -machine memory-backend=ram0"
                 " -object iothread,id=io0,poll-max-ns=0"
                 " -netdev af-packet,id=hs0,ifname=" IF_QEMU
-                " -device virtio-net-pci,id=ts0,netdev=hs0,iothread=io0,"
-                "addr=%d", ram_path, HP_SLOT);
+                " -device virtio-net-pci,id=%s,netdev=hs0,iothread=io0,%s"
+                "addr=%d", ram_path, id, props, HP_SLOT);
     unlink(ram_path);
     if (!t) {
         close(fd);
-        return;
+        return NULL;
     }
-    nic_start(t, HP_SLOT, "ts0");
-    r.ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    g_assert_true(r.ram != MAP_FAILED);
+    nic_start(t, HP_SLOT, id);
+    *r = (Refiller) { .cpu = -1 };
+    r->ram = mmap(NULL, REFILLER_RAM, PROT_READ | PROT_WRITE, MAP_SHARED,
+                  fd, 0);
+    g_assert_true(r->ram != MAP_FAILED);
     close(fd);
 
-    /* Descriptor N holds frame N, and the avail ring offers N at N */
     vq = tx_vq(t, 0);
     for (i = 0; i < vq->size; i++) {
         uint64_t addr = t->pair[0].tx_bufs + (uint64_t)i * BUF_SIZE;
-        struct vring_desc *desc = (struct vring_desc *)(r.ram + vq->desc) + i;
+        struct vring_desc *desc = (struct vring_desc *)(r->ram + vq->desc) + i;
 
         memset(buf, 0, t->hdr_len);
         len = make_frame(buf + t->hdr_len, peer_mac, t->mac, i);
-        memcpy(r.ram + addr, buf, t->hdr_len + len);
+        memcpy(r->ram + addr, buf, t->hdr_len + len);
         desc->addr = cpu_to_le64(addr);
         desc->len = cpu_to_le32(t->hdr_len + len);
         desc->flags = 0;
         desc->next = 0;
-        ((uint16_t *)(r.ram + vq->avail + 4))[i] = cpu_to_le16(i);
+        ((uint16_t *)(r->ram + vq->avail + 4))[i] = cpu_to_le16(i);
     }
     smp_mb();
-    r.avail = vq->avail;
-    r.used = vq->used;
-    r.inflight = vq->size * 3 / 4;
-    r.cpu = -1;
+    r->avail = vq->avail;
+    r->used = vq->used;
+    return t;
+}
+
+/*
+ * For @us microseconds, kick pair 0's TX queue whenever the refiller saw
+ * the device turn notifications on (it stopped), as a guest would: the
+ * refiller cannot kick itself, and loses the race with the re-check now
+ * and then.
+ */
+static void refiller_kick_for(Refiller *r, DPTest *t, gint64 us)
+{
+    gint64 end = g_get_monotonic_time() + us;
+
+    while (g_get_monotonic_time() < end) {
+        if (qatomic_xchg(&r->want_kick, false)) {
+            t->vdev->bus->virtqueue_kick(t->vdev, tx_vq(t, 0));
+        } else {
+            g_usleep(20);
+        }
+    }
+}
+
+/*
+ * Keep @inflight frames available on pair 0's TX ring from a thread of
+ * its own, until refiller_stop(), and kick until the device has sent
+ * @frames of them.
+ */
+static void refiller_start(Refiller *r, DPTest *t, unsigned int inflight,
+                           int64_t frames)
+{
+    QVirtQueue *vq = tx_vq(t, 0);
+
+    r->inflight = inflight;
     if (sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
         /*
          * The refiller gets a CPU of its own, QEMU and the test the
          * other: it sees each flush at once, as a vCPU would.
          */
-        g_assert_cmpint(sched_getaffinity(0, sizeof(cpus), &cpus), ==, 0);
+        g_assert_cmpint(sched_getaffinity(0, sizeof(r->cpus), &r->cpus),
+                        ==, 0);
         pin_threads(getpid(), 0);
         pin_threads(qtest_pid(t->qts), 0);
-        r.cpu = 1;
+        r->cpu = 1;
     }
-    r.thread = g_thread_new("refiller", refiller_run, &r);
-    while (!qatomic_read(&r.published)) {
+    r->thread = g_thread_new("refiller", refiller_run, r);
+    while (!qatomic_read(&r->published)) {
         g_usleep(100);
     }
-    while (get_stat(t, 0, "tx-packets") < 16 * vq->size) {
-        t->vdev->bus->virtqueue_kick(t->vdev, vq);
-        g_usleep(10000);
+    t->vdev->bus->virtqueue_kick(t->vdev, vq);
+    while (get_stat(t, 0, "tx-packets") < frames) {
+        refiller_kick_for(r, t, 10000);
     }
+}
+
+static void refiller_stop(Refiller *r)
+{
+    qatomic_set(&r->stop, true);
+    g_thread_join(r->thread);
+    if (r->cpu >= 0) {
+        g_assert_cmpint(sched_setaffinity(0, sizeof(r->cpus), &r->cpus),
+                        ==, 0);
+    }
+}
+
+/*
+ * While a guest refills its TX ring, less than a budget at a time, as fast
+ * as the IOThread sends, a pause of the queue pair (stop here; control
+ * commands, set_link and migration alike) waits for the IOThread under
+ * the BQL.  One budget bounds each run of the TX queue, the rounds that
+ * the re-check starts included: the IOThread yields, and the pause comes
+ * in at once rather than when the guest stops.  (The refiller loses the
+ * race with the re-check now and then, which ends the run anyway: the
+ * budget count is what shows a run that went on.)
+ */
+static void test_tx_starve(void)
+{
+    Refiller r;
+    gint64 start, took = 0;
+    DPTest *t = refiller_boot(&r, "ts0", "");
+    unsigned int i;
+
+    if (!t) {
+        return;
+    }
+    refiller_start(&r, t, tx_vq(t, 0)->size * 3 / 4, 16 * tx_vq(t, 0)->size);
     for (i = 0; i < STARVE_STOPS; i++) {
         /* The refiller may have lost a race: kick, as a guest would */
-        t->vdev->bus->virtqueue_kick(t->vdev, vq);
+        t->vdev->bus->virtqueue_kick(t->vdev, tx_vq(t, 0));
         g_usleep(10000);
         start = g_get_monotonic_time();
         qtest_qmp_assert_success(t->qts, "{ 'execute': 'stop' }");
         took = MAX(took, g_get_monotonic_time() - start);
         qtest_qmp_assert_success(t->qts, "{ 'execute': 'cont' }");
     }
-    qatomic_set(&r.stop, true);
-    g_thread_join(r.thread);
-    if (r.cpu >= 0) {
-        g_assert_cmpint(sched_setaffinity(0, sizeof(cpus), &cpus), ==, 0);
-    }
+    refiller_stop(&r);
 
     g_test_message("the longest stop took %" PRId64 " us; %" PRIu64
                    " frames offered, %" PRId64 " sent, budget spent %" PRId64
@@ -2210,8 +2286,117 @@ static void test_tx_starve(void)
     g_assert_cmpint(took, <, G_USEC_PER_SEC);
     g_assert_cmpint(get_stat(t, 0, "tx-budget-exhausted"), >, 0);
     g_assert_true(query_running(t->qts));
-    munmap(r.ram, ram_size);
+    munmap(r.ram, REFILLER_RAM);
     dp_shutdown(t);
+}
+
+/*
+ * TX interrupts sent: at once, or by the coalescing timer (a device
+ * without coalescing state has no such counter)
+ */
+static int64_t tx_irqs(DPTest *t)
+{
+    QDict *stats = dp_query(t->qts, t->nic, 0, NULL);
+    int64_t val;
+
+    g_assert_nonnull(stats);
+    val = qdict_get_int(stats, "tx-interrupts") +
+          qdict_get_try_int(stats, "tx-coal-interrupts-usecs", 0);
+    qobject_unref(stats);
+    return val;
+}
+
+static int64_t coal_held(DPTest *t)
+{
+    QDict *stats = dp_query(t->qts, t->nic, 0, NULL);
+    int64_t val;
+
+    g_assert_nonnull(stats);
+    val = qdict_get_try_int(stats, "tx-coal-held", 0);
+    qobject_unref(stats);
+    return val;
+}
+
+/*
+ * The guest sends one frame and waits for it to be used, @n times, a few
+ * milliseconds apart; returns the TX interrupts the device sent for them.
+ */
+static int64_t sparse_tx(DPTest *t, Refiller *r, unsigned int n)
+{
+    uint16_t *avail_idx = (uint16_t *)(r->ram + r->avail + 2);
+    uint16_t *used_idx = (uint16_t *)(r->ram + r->used + 2);
+    int64_t irqs = tx_irqs(t);
+    gint64 deadline;
+    unsigned int i;
+
+    for (i = 0; i < n; i++) {
+        g_usleep(5000);
+        r->idx++;
+        qatomic_store_release(avail_idx, cpu_to_le16(r->idx));
+        t->vdev->bus->virtqueue_kick(t->vdev, tx_vq(t, 0));
+        deadline = g_get_monotonic_time() + TIMEOUT_US;
+        while (le16_to_cpu(qatomic_load_acquire(used_idx)) != r->idx) {
+            g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+            g_usleep(100);
+        }
+    }
+    /* The device counts an interrupt after it wrote the used index */
+    g_usleep(QUIET_US);
+    return tx_irqs(t) - irqs;
+}
+
+/*
+ * Adaptive interrupt moderation, with an IOThread and no parameters from
+ * the driver: a guest that streams frames a few at a time takes far
+ * fewer TX interrupts than rounds (the interrupt waits for more, counted
+ * in tx-coal-held), and one that sends a frame now and then gets its
+ * interrupt at once for each.  adaptive-coal=off: an interrupt per round
+ * of the stream.
+ */
+static void check_adaptive(bool adaptive)
+{
+    Refiller r;
+    DPTest *t = refiller_boot(&r, "ad0", adaptive ? "" : "adaptive-coal=off,");
+    int64_t sent, irqs, held;
+
+    if (!t) {
+        return;
+    }
+    refiller_start(&r, t, ADAPTIVE_INFLIGHT, 16 * tx_vq(t, 0)->size);
+    sent = get_stat(t, 0, "tx-packets");
+    irqs = tx_irqs(t);
+    held = coal_held(t);
+    refiller_kick_for(&r, t, 200 * 1000);
+    sent = get_stat(t, 0, "tx-packets") - sent;
+    irqs = tx_irqs(t) - irqs;
+    held = coal_held(t) - held;
+    refiller_stop(&r);
+    g_test_message("adaptive-coal=%s: %" PRId64 " frames, %" PRId64
+                   " interrupts, %" PRId64 " frames held, %" PRId64
+                   " batches", adaptive ? "on" : "off", sent, irqs, held,
+                   get_stat(t, 0, "tx-batches"));
+    g_assert_cmpint(sent, >, 1000);
+    if (adaptive) {
+        g_assert_cmpint(irqs * 10, <, sent);
+        g_assert_cmpint(held, >, 0);
+    } else {
+        g_assert_cmpint(irqs * ADAPTIVE_INFLIGHT * 2, >, sent);
+        g_assert_cmpint(held, ==, 0);
+    }
+
+    /* Once the stream is over, sparse frames go out each with its own */
+    g_usleep(10 * 1000);
+    held = coal_held(t);
+    g_assert_cmpint(sparse_tx(t, &r, SPARSE_FRAMES), ==, SPARSE_FRAMES);
+    g_assert_cmpint(coal_held(t), ==, held);
+    munmap(r.ram, REFILLER_RAM);
+    dp_shutdown(t);
+}
+
+static void test_adaptive(void)
+{
+    check_adaptive(true);
+    check_adaptive(false);
 }
 
 /*
@@ -3006,6 +3191,7 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/queue-reset", test_queue_reset);
     qtest_add_func("virtio-net-dataplane/tx-flood", test_tx_flood);
     qtest_add_func("virtio-net-dataplane/tx-starve", test_tx_starve);
+    qtest_add_func("virtio-net-dataplane/adaptive", test_adaptive);
     qtest_add_func("virtio-net-dataplane/queue-rewrite", test_queue_rewrite);
     qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
     qtest_add_func("virtio-net-dataplane/features-mq-late",
