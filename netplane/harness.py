@@ -421,11 +421,10 @@ class GuestRun:
                         self.on_phase('begin', proc.pid,
                                       parse_kv(line).get('test'))
                 elif line.startswith('NPPHASE end') and begin:
-                    if self.on_phase:
-                        self.on_phase('end', proc.pid,
-                                      parse_kv(line).get('test'))
                     end = self.snapshot(ns, proc.pid)
                     name = parse_kv(line).get('test')
+                    if self.on_phase:
+                        self.on_phase('end', proc.pid, name)
                     self.phases[name] = (begin, end)
                     begin = None
                 elif line.startswith('NPRESULT '):

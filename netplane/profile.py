@@ -127,6 +127,7 @@ def main():
           '',
           'Command: netplane/profile.py --test %s --only %r' %
           (args.test, args.only), '']
+    done = []
     for name, qemu, device, backend, opts, qemu_args, *words in vs:
         path = os.path.join(out, 'perf-%s.data' % re.sub(r'\W+', '_', name))
         run = harness.GuestRun(qemu, guest, [args.test], device=device,
@@ -139,9 +140,10 @@ def main():
             run.log = log
             run.run()
         res = run.results[0] if run.results else {}
-        md += summarize('%s (%s pkt/s)' % (name, res.get('pps', '?')),
-                        path)
-        print('\n'.join(md[-30:]))
+        done.append(('%s (%s pkt/s)' % (name, res.get('pps', '?')), path))
+    for title, path in done:
+        md += summarize(title, path)
+    print('\n'.join(md))
     with open(os.path.join(out, 'profile.md'), 'w') as f:
         f.write('\n'.join(md) + '\n')
     print('profile: %s' % os.path.join(out, 'profile.md'))
