@@ -2108,8 +2108,10 @@ static gpointer refiller_run(gpointer opaque)
                         (uint16_t)(used + r->inflight - r->idx));
             r->idx = used + r->inflight;
             qatomic_store_release(avail_idx, cpu_to_le16(r->idx));
+            /* The avail index out before the flags are read, as a driver */
             smp_mb();
-            if (!(le16_to_cpu(*used_flags) & VRING_USED_F_NO_NOTIFY)) {
+            if (!(le16_to_cpu(qatomic_read(used_flags)) &
+                  VRING_USED_F_NO_NOTIFY)) {
                 /* The device stopped and wants a kick: ask the test */
                 qatomic_set(&r->want_kick, true);
             }
@@ -2180,7 +2182,6 @@ static DPTest *refiller_boot(Refiller *r, const char *id, const char *props)
         desc->next = 0;
         ((uint16_t *)(r->ram + vq->avail + 4))[i] = cpu_to_le16(i);
     }
-    smp_mb();
     r->avail = vq->avail;
     r->used = vq->used;
     return t;
