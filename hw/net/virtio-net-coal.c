@@ -188,6 +188,9 @@ static void vncoal_adapt(VNCoalQueue *q, int64_t now, unsigned int packets)
 
     if (elapsed >= 2 * VNCOAL_SAMPLE_NS) {
         /* After a pause, the packets before it say nothing of now */
+        if (q->level) {
+            trace_virtio_net_coal_level(q->coal->n, q->index, 0, 0);
+        }
         q->level = 0;
         q->low_sample = false;
         q->sample_start = now;
@@ -210,6 +213,9 @@ static void vncoal_adapt(VNCoalQueue *q, int64_t now, unsigned int packets)
         level = q->level;
     } else {
         q->low_sample = false;
+    }
+    if (level != q->level) {
+        trace_virtio_net_coal_level(q->coal->n, q->index, rate, level);
     }
     q->level = level;
     q->sample_start = now;
