@@ -130,6 +130,23 @@ static int64_t vncoal_deadline(VNCoalQueue *q)
     return q->first + (int64_t)q->hold_usecs * SCALE_US;
 }
 
+/* Did the driver set @q's parameters?  Context: the queue's */
+static bool vncoal_driver_set(VNCoalQueue *q)
+{
+    return q->max_packets && q->max_usecs;
+}
+
+/*
+ * Adaptive moderation starts again from the lowest level, with a new
+ * sample.  Context: the queue's, or BQL held with its pair paused
+ */
+static void vncoal_adapt_reset(VNCoalQueue *q)
+{
+    q->level = 0;
+    q->low_sample = false;
+    q->sample_packets = 0;
+}
+
 /* Interrupt the guest unless it asked not to be.  Context: @vq's */
 static VirtIONetCoalResult vncoal_notify_now(VirtIODevice *vdev, VirtQueue *vq)
 {
@@ -148,7 +165,6 @@ static VirtIONetCoalResult vncoal_notify_now(VirtIODevice *vdev, VirtQueue *vq)
 static VirtIONetCoalResult vncoal_fire(VNCoalQueue *q, VNCoalCounter why)
 {
     VirtIODevice *vdev = VIRTIO_DEVICE(q->coal->n);
-
     VirtIONetCoalResult ret;
 
     q->pending = 0;
@@ -191,8 +207,7 @@ static void vncoal_adapt(VNCoalQueue *q, int64_t now, unsigned int packets)
         if (q->level) {
             trace_virtio_net_coal_level(q->coal->n, q->index, 0, 0);
         }
-        q->level = 0;
-        q->low_sample = false;
+        vncoal_adapt_reset(q);
         q->sample_start = now;
         q->sample_packets = packets;
         return;
@@ -231,7 +246,7 @@ static void vncoal_adapt(VNCoalQueue *q, int64_t now, unsigned int packets)
 static bool vncoal_params(VNCoalQueue *q, uint32_t *max_packets,
                           uint32_t *max_usecs)
 {
-    if (q->max_packets && q->max_usecs) {
+    if (vncoal_driver_set(q)) {
         *max_packets = q->max_packets;
         *max_usecs = q->max_usecs;
         return true;
@@ -300,7 +315,7 @@ void virtio_net_coal_flush(VirtIONet *n, VirtQueue *vq)
 {
     VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
 
-    if (q && q->pending && !(q->max_packets && q->max_usecs)) {
+    if (q && q->pending && !vncoal_driver_set(q)) {
         vncoal_fire(q, VNCOAL_IRQS_USECS);
     }
 }
@@ -407,8 +422,7 @@ static void vncoal_clear(VNCoalQueue *q)
 {
     q->pending = 0;
     timer_del(q->timer[q->where]);
-    q->level = 0;
-    q->sample_packets = 0;
+    vncoal_adapt_reset(q);
 }
 
 /* Context: BQL held, the queue not running elsewhere */
@@ -458,14 +472,13 @@ void virtio_net_coal_move(VirtIONet *n, unsigned int pair, AioContext *ctx)
         if (q->where == where) {
             continue;
         }
-        if (q->pending && !(q->max_packets && q->max_usecs)) {
+        if (q->pending && !vncoal_driver_set(q)) {
             /* An adaptive wait ends with the IOThread */
             vncoal_fire(q, VNCOAL_IRQS_USECS);
         }
         timer_del(q->timer[q->where]);
         q->where = where;
-        q->level = 0;
-        q->sample_packets = 0;
+        vncoal_adapt_reset(q);
         if (q->pending) {
             timer_mod(q->timer[where], vncoal_deadline(q));
         }

@@ -2122,16 +2122,6 @@ static gpointer refiller_run(gpointer opaque)
 }
 
 /*
- * While a guest refills its TX ring, less than a budget at a time, as fast
- * as the IOThread sends, a pause of the queue pair (stop here; control
- * commands, set_link and migration alike) waits for the IOThread under
- * the BQL.  One budget bounds each run of the TX queue, the rounds that
- * the re-check starts included: the IOThread yields, and the pause comes
- * in at once rather than when the guest stops.  (The refiller loses the
- * race with the re-check now and then, which ends the run anyway: the
- * budget count is what shows a run that went on.)
- */
-/*
  * Boot a PC whose RAM the test maps too, with the virtio-net-pci device
  * @id (@props) in an IOThread that does not poll, and set up r->ram and
  * the transmit ring of pair 0 for refiller_start(): descriptor N holds
@@ -2292,31 +2282,26 @@ static void test_tx_starve(void)
     dp_shutdown(t);
 }
 
+/* Counter @name of pair 0, or 0 if the device has no such counter */
+static int64_t get_stat_or_zero(DPTest *t, const char *name)
+{
+    QDict *stats = dp_query(t->qts, t->nic, 0, NULL);
+    int64_t val;
+
+    g_assert_nonnull(stats);
+    val = qdict_get_try_int(stats, name, 0);
+    qobject_unref(stats);
+    return val;
+}
+
 /*
  * TX interrupts sent: at once, or by the coalescing timer (a device
  * without coalescing state has no such counter)
  */
 static int64_t tx_irqs(DPTest *t)
 {
-    QDict *stats = dp_query(t->qts, t->nic, 0, NULL);
-    int64_t val;
-
-    g_assert_nonnull(stats);
-    val = qdict_get_int(stats, "tx-interrupts") +
-          qdict_get_try_int(stats, "tx-coal-interrupts-usecs", 0);
-    qobject_unref(stats);
-    return val;
-}
-
-static int64_t coal_held(DPTest *t)
-{
-    QDict *stats = dp_query(t->qts, t->nic, 0, NULL);
-    int64_t val;
-
-    g_assert_nonnull(stats);
-    val = qdict_get_try_int(stats, "tx-coal-held", 0);
-    qobject_unref(stats);
-    return val;
+    return get_stat(t, 0, "tx-interrupts") +
+           get_stat_or_zero(t, "tx-coal-interrupts-usecs");
 }
 
 /*
@@ -2369,11 +2354,11 @@ static void check_adaptive(bool adaptive)
     refiller_start(&r, t, ADAPTIVE_INFLIGHT, 16 * tx_vq(t, 0)->size);
     sent = get_stat(t, 0, "tx-packets");
     irqs = tx_irqs(t);
-    held = coal_held(t);
+    held = get_stat_or_zero(t, "tx-coal-held");
     refiller_kick_for(&r, t, G_USEC_PER_SEC / 5);
     sent = get_stat(t, 0, "tx-packets") - sent;
     irqs = tx_irqs(t) - irqs;
-    held = coal_held(t) - held;
+    held = get_stat_or_zero(t, "tx-coal-held") - held;
     refiller_stop(&r);
     g_test_message("adaptive-coal=%s: %" PRId64 " frames, %" PRId64
                    " interrupts, %" PRId64 " frames held, %" PRId64
@@ -2394,9 +2379,9 @@ static void check_adaptive(bool adaptive)
 
     /* Once the stream is over, sparse frames go out each with its own */
     g_usleep(10 * 1000);
-    held = coal_held(t);
+    held = get_stat_or_zero(t, "tx-coal-held");
     g_assert_cmpint(sparse_tx(t, &r, SPARSE_FRAMES), ==, SPARSE_FRAMES);
-    g_assert_cmpint(coal_held(t), ==, held);
+    g_assert_cmpint(get_stat_or_zero(t, "tx-coal-held"), ==, held);
     munmap(r.ram, REFILLER_RAM);
     dp_shutdown(t);
 }
