@@ -488,13 +488,21 @@ PANEL_UNITS = {'pps': 'pkt/s delivered', 'tps': 'transactions/s',
                'kicks_tx_per_pkt': 'guest TX kicks/pkt'}
 
 
-def plot(summary, names, tests, path):
+def pyplot():
+    """matplotlib.pyplot without a display, or None (with a word)"""
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         print('bench: no matplotlib, no plot', file=sys.stderr)
+        return None
+    return plt
+
+
+def plot(summary, names, tests, path):
+    plt = pyplot()
+    if not plt:
         return
     panels = [(t, 'tps' if t.startswith('rr') else
                'delivered' if t.startswith('udp-burst') else 'pps')
@@ -551,11 +559,8 @@ def plot_coal(summary, names, path):
                         s.get('rr:64', {}).get('p99_us', (None,))[0])
     if len(settings) < 3:
         return False
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if not plt:
         return False
     settings = sorted(settings, key=lambda fu: (fu[1], fu[0]))
     labels = ['off' if not f else '%d / %d µs' % (f, u) for f, u in settings]

@@ -68,12 +68,9 @@ def report(path, sort, extra=()):
 
 
 def thread_name(comm):
-    """Thread classes as the benchmark names them."""
-    if comm.startswith('CPU ') and '/TCG' in comm:
-        return 'vcpu' + comm[4:].split('/')[0]
-    if comm.startswith('IO '):
-        return 'IOThread ' + comm[3:]
-    return comm
+    """The benchmark's name for a thread: perf gives its comm only, so
+    the main thread keeps QEMU's."""
+    return harness.thread_label(0, None, comm)
 
 
 def summarize(name, path):
