@@ -3,7 +3,9 @@
  * nptraffic: netplane's traffic generator and measurer.  The client runs
  * statically linked in the busybox guest, the server natively on the host
  * side inside a network namespace.  In the guest, which has no ethtool, it
- * also reads and sets a NIC's interrupt coalescing ("coalesce", below).
+ * also reads and sets a NIC's interrupt coalescing ("coalesce", below),
+ * and moves a PCI device's memory in and out of the address space while
+ * another vCPU reads it ("mapstress").
  *
  * Control protocol: text lines over one TCP connection, the client drives.
  *
@@ -37,7 +39,9 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -45,7 +49,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1680,6 +1686,82 @@ out:
 
 /* ---- main ---- */
 
+/*
+ * nptraffic mapstress BDF ADDR SECS: place the 64-bit BAR 0 of PCI device
+ * BDF (one no driver uses) at physical address ADDR, above everything
+ * else, then for SECS seconds turn its memory decoding off and on from
+ * CPU 0 while a child process on CPU 1 reads ADDR through /dev/mem.  Each
+ * change is a new memory map that CPU 1's TLB must not outlive.  Prints
+ * 'NPGUEST mapstress toggles=N reads=M'; 0, or 1 when something failed.
+ */
+static int mapstress_main(int argc, char **argv)
+{
+    char path[PATH_MAX];
+    uint64_t addr = argc == 5 ? strtoull(argv[3], NULL, 0) : 0;
+    int secs = argc == 5 ? atoi(argv[4]) : 0;
+    uint32_t bar[2] = { (uint32_t)addr | 4, addr >> 32 };
+    volatile uint64_t *reads;
+    volatile uint32_t *mmio;
+    uint64_t toggles = 0, end;
+    uint16_t cmd, off;
+    cpu_set_t cpus;
+    pid_t child;
+    int cfg, mem;
+
+    if (argc != 5 || !addr || secs <= 0) {
+        return 2;
+    }
+    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/config", argv[2]);
+    cfg = open(path, O_RDWR);
+    mem = open("/dev/mem", O_RDWR | O_SYNC);
+    if (cfg < 0 || mem < 0 || pread(cfg, &cmd, 2, 4) != 2) {
+        perror("mapstress: open");
+        return 1;
+    }
+    off = cmd & ~2;
+    cmd |= 2;
+    if (pwrite(cfg, &off, 2, 4) != 2 || pwrite(cfg, bar, 8, 0x10) != 8 ||
+        pwrite(cfg, &cmd, 2, 4) != 2) {
+        perror("mapstress: config");
+        return 1;
+    }
+    mmio = mmap(NULL, 4096, PROT_READ, MAP_SHARED, mem, addr);
+    reads = mmap(NULL, sizeof(*reads), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mmio == MAP_FAILED || reads == MAP_FAILED) {
+        perror("mapstress: mmap");
+        return 1;
+    }
+    child = fork();
+    if (child == 0) {
+        CPU_ZERO(&cpus);
+        CPU_SET(1, &cpus);
+        sched_setaffinity(0, sizeof(cpus), &cpus);
+        for (;;) {
+            (void)mmio[0];
+            (*reads)++;
+        }
+    }
+    CPU_ZERO(&cpus);
+    CPU_SET(0, &cpus);
+    sched_setaffinity(0, sizeof(cpus), &cpus);
+    end = now_ns() + (uint64_t)secs * NS;
+    while (child > 0 && now_ns() < end) {
+        if (pwrite(cfg, &off, 2, 4) != 2 || pwrite(cfg, &cmd, 2, 4) != 2) {
+            perror("mapstress: config");
+            break;
+        }
+        toggles++;
+    }
+    if (child > 0) {
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+    }
+    printf("NPGUEST mapstress toggles=%" PRIu64 " reads=%" PRIu64 "\n",
+           toggles, *reads);
+    return child > 0 && now_ns() >= end ? 0 : 1;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -1687,6 +1769,7 @@ static void usage(FILE *f)
 "       nptraffic client --server ADDR [--port P] [--irq] TEST [TEST...]\n"
 "       nptraffic coalesce IFNAME [rx-usecs N] [rx-frames N] [tx-usecs N]\n"
 "                          [tx-frames N]\n"
+"       nptraffic mapstress BDF ADDR SECS\n"
 "       nptraffic version\n"
 "\n"
 "Tests (SIZE: Ethernet frame bytes without FCS, 64..1514; PPS 0 = max):\n"
@@ -1708,6 +1791,9 @@ static void usage(FILE *f)
 "       ethtool -C does.  Prints what the driver reports afterwards, as\n"
 "       'NPGUEST coalesce rx-usecs=A rx-frames=B tx-usecs=C tx-frames=D',\n"
 "       or 'NPGUEST coalesce error=ERRNO op=get|set' (exit status 1).\n"
+"mapstress: move PCI device BDF's 64-bit BAR 0 to ADDR, then for SECS\n"
+"       seconds turn its memory decoding off and on from CPU 0 while CPU 1\n"
+"       reads it (/dev/mem); prints 'NPGUEST mapstress toggles=N reads=M'.\n"
 "Exit status: 0 all tests passed, 1 failure, 2 usage error.\n",
             DEFAULT_PORT);
 }
@@ -1734,6 +1820,13 @@ int main(int argc, char **argv)
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "mapstress")) {
+        ret = mapstress_main(argc, argv);
+        if (ret == 2) {
+            usage(stderr);
+        }
+        return ret;
     }
     if (argc >= 2 && !strcmp(argv[1], "coalesce")) {
         ret = coalesce_main(argc, argv);
