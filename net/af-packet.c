@@ -3,9 +3,9 @@
  *
  * Attaches a guest to any Linux network interface through an AF_PACKET
  * socket: a TPACKET_V3 memory-mapped receive ring that absorbs bursts,
- * transmission that queues and batches (sendmmsg()) only when the socket
- * pushes back, optional virtio-net header
- * offloads, fanout over several sockets for multiqueue, and drop counters.
+ * transmission that gathers a peer's batch (or what waits while the socket
+ * pushes back) for one sendmmsg(), optional virtio-net header offloads,
+ * fanout over several sockets for multiqueue, and drop counters.
  *
  * Copyright (c) 2026 netplane developers
  *
@@ -35,6 +35,7 @@
 #include "qapi/error.h"
 #include "qapi/qapi-commands-net.h"
 #include "qemu/cutils.h"
+#include "qemu/defer-call.h"
 #include "qemu/error-report.h"
 #include "qemu/iov.h"
 #include "qemu/main-loop.h"
@@ -48,8 +49,13 @@
 
 /* Packets handed to the peer per fd callback, so one queue cannot starve. */
 #define AF_PACKET_RX_BATCH     256
-/* Frames queued while the socket pushes back, sent with one sendmmsg(). */
+/*
+ * Frames queued for one sendmmsg(): a peer's batch (tx-batch of them at
+ * most), or what waits while the socket pushes back.
+ */
 #define AF_PACKET_TX_BATCH     64
+/* A queue slot keeps a buffer this large for the next frame */
+#define AF_PACKET_TX_KEEP      (4 * KiB)
 #define AF_PACKET_RX_BLOCK     (256 * KiB)
 #define AF_PACKET_RX_FRAME     2048
 #define AF_PACKET_RX_RING_MIN  (1 * MiB)
@@ -72,7 +78,8 @@
 
 typedef struct AFPacketTxSlot {
     struct iovec iov;
-    size_t size;
+    size_t size;                /* of the frame, without a vnet header */
+    size_t buf_size;            /* of iov.iov_base */
 } AFPacketTxSlot;
 
 typedef struct AFPacketLink AFPacketLink;
@@ -109,10 +116,12 @@ typedef struct AFPacketState {
     unsigned int frame_nr;
     unsigned int frame_cur;
 
-    /* Frames queued while the socket pushed back */
+    /* Frames queued for sendmmsg() */
     AFPacketTxSlot tx[AF_PACKET_TX_BATCH];
     unsigned int tx_head;       /* first slot not yet sent */
     unsigned int tx_count;      /* slots filled */
+    unsigned int tx_batch;      /* tx-batch: frames a peer's batch gathers */
+    bool tx_deferring;          /* af_packet_tx_batch_end() is deferred */
     bool tx_blocked;            /* the peer was told to queue */
 
     AFPacketStats stats;
@@ -810,23 +819,41 @@ static void af_packet_rx_socket(AFPacketState *s)
 
 /* ---- transmit: guest -> interface ---- */
 
-/* Context: backend */
+/* Context: backend, or BQL held once the handlers are gone (cleanup) */
 static void af_packet_tx_free(AFPacketState *s, unsigned int i)
 {
     g_free(s->tx[i].iov.iov_base);
     s->tx[i].iov.iov_base = NULL;
+    s->tx[i].buf_size = 0;
+}
+
+/* Copy a frame into the queue's next slot.  Context: backend */
+static void af_packet_tx_queue(AFPacketState *s, const struct iovec *iov,
+                               int iovcnt, size_t size, size_t hdr_len)
+{
+    AFPacketTxSlot *slot = &s->tx[s->tx_head + s->tx_count++];
+
+    assert(s->tx_head + s->tx_count <= AF_PACKET_TX_BATCH);
+    if (slot->buf_size < size) {
+        g_free(slot->iov.iov_base);
+        slot->buf_size = MAX(size, AF_PACKET_TX_KEEP);
+        slot->iov.iov_base = g_malloc(slot->buf_size);
+    }
+    slot->iov.iov_len = size;
+    slot->size = size - hdr_len;
+    iov_to_buf(iov, iovcnt, 0, slot->iov.iov_base, size);
 }
 
 /*
- * The socket is writable again: send what was queued with sendmmsg().
- * What the socket cannot take now stays queued; a frame the kernel
- * refuses is dropped and counted.
+ * Send the queue with sendmmsg().  What the socket cannot take now stays
+ * queued and the socket is polled for room (write_poll); a frame the
+ * kernel refuses is dropped and counted.  Returns whether the queue is
+ * empty.
  *
  * Context: backend
  */
-static void af_packet_writable(void *opaque)
+static bool af_packet_tx_send_queue(AFPacketState *s)
 {
-    AFPacketState *s = opaque;
     struct mmsghdr msgs[AF_PACKET_TX_BATCH];
     unsigned int i, n;
     int ret;
@@ -843,13 +870,14 @@ static void af_packet_writable(void *opaque)
             if (errno == EAGAIN || errno == ENOBUFS) {
                 af_packet_count(&s->stats.tx_busy, 1);
                 af_packet_write_poll(s, true);
-                return;
+                return false;
             }
             /* The first frame was refused: drop it, go on with the rest. */
             af_packet_count(&s->stats.tx_errors, 1);
             trace_af_packet_tx_error(s->nc.name, errno);
             ret = 1;
         } else {
+            af_packet_count(&s->stats.tx_calls, 1);
             for (i = 0; i < ret; i++) {
                 af_packet_count(&s->stats.tx_packets, 1);
                 af_packet_count(&s->stats.tx_bytes,
@@ -857,12 +885,29 @@ static void af_packet_writable(void *opaque)
             }
         }
         for (i = 0; i < ret; i++) {
-            af_packet_tx_free(s, s->tx_head + i);
+            if (s->tx[s->tx_head + i].buf_size > AF_PACKET_TX_KEEP) {
+                af_packet_tx_free(s, s->tx_head + i);
+            }
         }
         s->tx_head += ret;
         s->tx_count -= ret;
     }
     s->tx_head = 0;
+    return true;
+}
+
+/*
+ * The socket is writable again: send what was queued.
+ *
+ * Context: backend
+ */
+static void af_packet_writable(void *opaque)
+{
+    AFPacketState *s = opaque;
+
+    if (!af_packet_tx_send_queue(s)) {
+        return;
+    }
     af_packet_write_poll(s, false);
     if (s->tx_blocked) {
         /* Room again: take what the peer queued while we were full. */
@@ -872,12 +917,33 @@ static void af_packet_writable(void *opaque)
 }
 
 /*
- * Send one frame from the peer.  While nothing is queued it goes out at
- * once, without a copy: measured faster here than gathering every frame
- * for a bottom half (see netplane's notes).  When the socket pushes back,
- * frames are copied into a queue that leaves with one sendmmsg() once the
- * socket is writable; when that queue is full too, return 0 so that the
- * peer queues the frame and waits for qemu_flush_queued_packets().
+ * The end of the peer's batch: send what it gathered.  defer_call() runs
+ * this at the end of the peer's deferred section (the IOThread
+ * dataplane's TX round), or at once outside one.  No deferred section
+ * spans the netdev's deletion: the peers that open one send and close it
+ * within one call.
+ *
+ * Context: backend
+ */
+static void af_packet_tx_batch_end(void *opaque)
+{
+    AFPacketState *s = opaque;
+
+    s->tx_deferring = false;
+    if (!s->write_poll) {
+        af_packet_tx_send_queue(s);
+    }
+}
+
+/*
+ * Send one frame from the peer.  A frame with nothing queued before it
+ * goes out at once, without a copy.  Within a deferred section of the
+ * peer (defer_call_begin(), which the IOThread dataplane's TX round
+ * opens), the frames after it are copied into a queue that leaves with
+ * one sendmmsg() per tx-batch frames and at the end of the section.
+ * While the socket pushes back, frames wait in the same queue until it is
+ * writable; when the queue is full, return 0 so that the peer queues the
+ * frame and waits for qemu_flush_queued_packets().
  *
  * Context: backend
  */
@@ -887,7 +953,7 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
     AFPacketState *s = af_packet_state(nc);
     size_t size = iov_size(iov, iovcnt);
     size_t hdr_len = s->vnet_hdr ? sizeof(struct virtio_net_hdr) : 0;
-    unsigned int slot;
+    bool pushed_back = false;
 
     if (s->gone) {
         af_packet_count(&s->stats.tx_errors, 1);
@@ -902,13 +968,19 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
         af_packet_count(&s->stats.tx_spoofed, 1);
         return size;
     }
-    if (s->tx_count == 0) {
+    if (s->tx_count == 0 && !s->tx_deferring) {
         struct msghdr msg = {
             .msg_iov = (struct iovec *)iov,
             .msg_iovlen = iovcnt,
         };
 
+        if (s->tx_batch > 1) {
+            /* Outside a deferred section, this runs (and ends) at once */
+            s->tx_deferring = true;
+            defer_call(af_packet_tx_batch_end, s);
+        }
         if (RETRY_ON_EINTR(sendmsg(s->fd, &msg, MSG_DONTWAIT)) >= 0) {
+            af_packet_count(&s->stats.tx_calls, 1);
             af_packet_count(&s->stats.tx_packets, 1);
             af_packet_count(&s->stats.tx_bytes, size - hdr_len);
             return size;
@@ -919,16 +991,17 @@ static ssize_t af_packet_receive_iov(NetClientState *nc,
             return size;
         }
         af_packet_count(&s->stats.tx_busy, 1);
+        pushed_back = true;
     } else if (s->tx_head + s->tx_count == AF_PACKET_TX_BATCH) {
         s->tx_blocked = true;
         return 0;
     }
-    slot = s->tx_head + s->tx_count++;
-    s->tx[slot].iov.iov_base = g_malloc(size);
-    s->tx[slot].iov.iov_len = size;
-    s->tx[slot].size = size - hdr_len;
-    iov_to_buf(iov, iovcnt, 0, s->tx[slot].iov.iov_base, size);
-    af_packet_write_poll(s, true);
+    af_packet_tx_queue(s, iov, iovcnt, size, hdr_len);
+    if (pushed_back || !s->tx_deferring) {
+        af_packet_write_poll(s, true);
+    } else if (!s->write_poll && s->tx_count >= s->tx_batch) {
+        af_packet_tx_send_queue(s);
+    }
     return size;
 }
 
@@ -1173,6 +1246,7 @@ static void af_packet_net_stats(NetClientState *nc, NetStatsBuilder *b)
     net_stats_add(b, "tx-bytes", st.tx_bytes);
     net_stats_add(b, "tx-errors", st.tx_errors);
     net_stats_add(b, "tx-busy", st.tx_busy);
+    net_stats_add(b, "tx-calls", st.tx_calls);
     net_stats_add(b, "tx-spoofed", st.tx_spoofed);
 }
 
@@ -1829,6 +1903,12 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
                    "tpacket-version=3 only");
         return -1;
     }
+    if (opts->has_tx_batch &&
+        (opts->tx_batch < 1 || opts->tx_batch > AF_PACKET_TX_BATCH)) {
+        error_setg(errp, "af-packet: tx-batch must be between 1 and %d "
+                   "frames", AF_PACKET_TX_BATCH);
+        return -1;
+    }
 
     if (peer && (queues > 1 || opts->fds)) {
         error_setg(errp, "af-packet: multiple queues cannot be used with "
@@ -1866,6 +1946,7 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         s->spoofchk = !opts->has_spoofchk || opts->spoofchk;
         s->trust = opts->has_trust && opts->trust;
         s->frames = c.tpacket_version == 2;
+        s->tx_batch = opts->has_tx_batch ? opts->tx_batch : AF_PACKET_TX_BATCH;
         if (fds) {
             s->fd = fds[i];
             fds[i] = -1;

@@ -35,6 +35,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/qapi-types-stats.h"
+#include "qemu/defer-call.h"
 #include "qemu/error-report.h"
 #include "qemu/iov.h"
 #include "qemu/main-loop.h"
@@ -268,7 +269,10 @@ typedef struct VNDPTxBudget {
 
 /*
  * Send what the guest queued, within what is left of @budget.  The used
- * entries are filled; the caller flushes them.
+ * entries are filled; the caller flushes them.  The round is one deferred
+ * section (defer_call_begin()), so that a backend may gather its frames
+ * for one system call (af-packet's tx-batch), as block drivers gather the
+ * requests of a virtio-blk batch.
  *
  * Context: dq->ctx
  */
@@ -281,6 +285,7 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq, VNDPTxBudget *budget)
     unsigned int count = 0, sent = 0;
     size_t bytes = 0;
 
+    defer_call_begin();
     for (;;) {
         VirtQueueElement *elem;
         struct iovec *sg;
@@ -326,6 +331,7 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq, VNDPTxBudget *budget)
         count++;
         g_free(elem);
     }
+    defer_call_end();
 
     vndp_count(dq, VNDP_TX_PACKETS, sent);
     vndp_count(dq, VNDP_TX_BYTES, bytes);

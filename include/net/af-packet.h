@@ -28,6 +28,7 @@ typedef struct AFPacketStats {
     uint64_t tx_errors;     /* frames the kernel refused, or malformed */
     uint64_t tx_busy;       /* times the socket could not take more */
     uint64_t tx_spoofed;    /* guest frames from another MAC (spoofchk=on) */
+    uint64_t tx_calls;      /* system calls that sent frames */
 } AFPacketStats;
 
 /* Context: BQL held */

@@ -656,6 +656,8 @@ static void test_stats(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpint(qdict_get_int(stats, "rx-truncated"), ==, 0);
     g_assert_cmpint(qdict_get_int(stats, "rx-oversize"), ==, 0);
     g_assert_cmpint(qdict_get_int(stats, "tx-errors"), ==, 0);
+    /* Without a deferred section (no IOThread), a call per frame */
+    g_assert_cmpint(qdict_get_int(stats, "tx-calls"), ==, STATS_FRAMES);
     qobject_unref(stats);
 
     info = qtest_hmp(t->qts, "info network");

@@ -80,6 +80,7 @@
 #define CHURN_US        (3 * G_USEC_PER_SEC)    /* features, queue resets */
 #define PAUSES          8           /* control commands while busy */
 #define STARVE_STOPS    5           /* stops while the guest refills */
+#define TX_BATCH_FRAMES 100         /* made available at once */
 #define REFILLER_RAM    (128 << 20) /* guest RAM shared with the test */
 #define ADAPTIVE_INFLIGHT 4         /* a guest that streams a few at a time */
 #define ADAPTIVE_STREAM 35000       /* frames/s: a stream, bursts or not */
@@ -2123,12 +2124,14 @@ static gpointer refiller_run(gpointer opaque)
 
 /*
  * Boot a PC whose RAM the test maps too, with the virtio-net-pci device
- * @id (@props) in an IOThread that does not poll, and set up r->ram and
+ * @id (@props) in an IOThread that does not poll, on af-packet netdev hs0
+ * (@netdev_props, each after a comma), and set up r->ram and
  * the transmit ring of pair 0 for refiller_start(): descriptor N holds
  * frame N, and the avail ring offers N at N.  NULL when the test cannot
  * run here.
  */
-static DPTest *refiller_boot(Refiller *r, const char *id, const char *props)
+static DPTest *refiller_boot(Refiller *r, const char *id, const char *props,
+                             const char *netdev_props)
 {
     g_autofree char *ram_path = g_strdup("/dev/shm/netplane-ram-XXXXXX");
     uint8_t buf[BUF_SIZE];
@@ -2144,9 +2147,9 @@ static DPTest *refiller_boot(Refiller *r, const char *id, const char *props)
     t = dp_boot("af-packet", "-m 128M -object memory-backend-file,id=ram0,"
                 "size=128M,mem-path=%s,share=on -machine memory-backend=ram0"
                 " -object iothread,id=io0,poll-max-ns=0"
-                " -netdev af-packet,id=hs0,ifname=" IF_QEMU
+                " -netdev af-packet,id=hs0,ifname=" IF_QEMU "%s"
                 " -device virtio-net-pci,id=%s,netdev=hs0,iothread=io0,%s"
-                "addr=%d", ram_path, id, props, HP_SLOT);
+                "addr=%d", ram_path, netdev_props, id, props, HP_SLOT);
     unlink(ram_path);
     if (!t) {
         close(fd);
@@ -2253,7 +2256,7 @@ static void test_tx_starve(void)
 {
     Refiller r;
     gint64 start, took = 0;
-    DPTest *t = refiller_boot(&r, "ts0", "");
+    DPTest *t = refiller_boot(&r, "ts0", "", "");
     unsigned int i;
 
     if (!t) {
@@ -2280,6 +2283,82 @@ static void test_tx_starve(void)
     g_assert_true(query_running(t->qts));
     munmap(r.ram, REFILLER_RAM);
     dp_shutdown(t);
+}
+
+/* Counter @name of netdev hs0 (provider net) */
+static int64_t netdev_stat(DPTest *t, const char *name)
+{
+    QDict *rsp;
+    QListEntry *e, *f;
+    int64_t val = -1;
+
+    rsp = qtest_qmp(t->qts, "{ 'execute': 'query-stats', 'arguments': {"
+                    " 'target': 'netdev',"
+                    " 'providers': [ { 'provider': 'net' } ] } }");
+    g_assert_false(qdict_haskey(rsp, "error"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *res = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (g_strcmp0(qdict_get_try_str(res, "netdev"), "hs0")) {
+            continue;
+        }
+        QLIST_FOREACH_ENTRY(qdict_get_qlist(res, "stats"), f) {
+            QDict *st = qobject_to(QDict, qlist_entry_obj(f));
+
+            if (!strcmp(qdict_get_str(st, "name"), name)) {
+                val = qdict_get_int(st, "value");
+            }
+        }
+    }
+    qobject_unref(rsp);
+    g_assert_cmpint(val, >=, 0);
+    return val;
+}
+
+/*
+ * The guest makes TX_BATCH_FRAMES frames available at once and kicks
+ * once: one TX round, one deferred section.  af-packet sends the first
+ * frame at once and the rest with one sendmmsg() per @batch frames; they
+ * reach the wire in order.  (With the socket pushing back, the frames
+ * would leave as it takes them: the test then only reports.)
+ */
+static void check_tx_batch(const char *netdev_props, unsigned int batch)
+{
+    Refiller r;
+    DPTest *t = refiller_boot(&r, "tb0", "", netdev_props);
+    uint16_t *avail_idx;
+    int64_t calls, busy, expected = 1 + DIV_ROUND_UP(TX_BATCH_FRAMES - 1,
+                                                     batch);
+    uint32_t seq;
+
+    if (!t) {
+        return;
+    }
+    avail_idx = (uint16_t *)(r.ram + r.avail + 2);
+    qatomic_store_release(avail_idx, cpu_to_le16(TX_BATCH_FRAMES));
+    t->vdev->bus->virtqueue_kick(t->vdev, tx_vq(t, 0));
+    for (seq = 0; seq < TX_BATCH_FRAMES; seq++) {
+        peer_expect(t, seq);
+    }
+    wait_stat(t, 0, "tx-packets", TX_BATCH_FRAMES);
+    g_assert_cmpint(netdev_stat(t, "tx-packets"), ==, TX_BATCH_FRAMES);
+    calls = netdev_stat(t, "tx-calls");
+    busy = netdev_stat(t, "tx-busy");
+    g_test_message("tx-batch %u: %d frames in %" PRId64 " system calls "
+                   "(%" PRId64 " pushed back)", batch, TX_BATCH_FRAMES,
+                   calls, busy);
+    if (!busy) {
+        g_assert_cmpint(calls, ==, expected);
+    }
+    munmap(r.ram, REFILLER_RAM);
+    dp_shutdown(t);
+}
+
+static void test_tx_batch(void)
+{
+    check_tx_batch("", 64);
+    check_tx_batch(",tx-batch=8", 8);
+    check_tx_batch(",tx-batch=1", 1);
 }
 
 /* Counter @name of pair 0, or 0 if the device has no such counter */
@@ -2345,7 +2424,8 @@ static int64_t sparse_tx(DPTest *t, Refiller *r, unsigned int n)
 static void check_adaptive(bool adaptive)
 {
     Refiller r;
-    DPTest *t = refiller_boot(&r, "ad0", adaptive ? "" : "adaptive-coal=off,");
+    DPTest *t = refiller_boot(&r, "ad0", adaptive ? "" : "adaptive-coal=off,",
+                              "");
     int64_t sent, irqs, held;
 
     if (!t) {
@@ -3184,6 +3264,7 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/queue-reset", test_queue_reset);
     qtest_add_func("virtio-net-dataplane/tx-flood", test_tx_flood);
     qtest_add_func("virtio-net-dataplane/tx-starve", test_tx_starve);
+    qtest_add_func("virtio-net-dataplane/tx-batch", test_tx_batch);
     qtest_add_func("virtio-net-dataplane/adaptive", test_adaptive);
     qtest_add_func("virtio-net-dataplane/queue-rewrite", test_queue_rewrite);
     qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
