@@ -1946,7 +1946,7 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         s->spoofchk = !opts->has_spoofchk || opts->spoofchk;
         s->trust = opts->has_trust && opts->trust;
         s->frames = c.tpacket_version == 2;
-        s->tx_batch = opts->has_tx_batch ? opts->tx_batch : AF_PACKET_TX_BATCH;
+        s->tx_batch = opts->has_tx_batch ? opts->tx_batch : 1;
         if (fds) {
             s->fd = fds[i];
             fds[i] = -1;

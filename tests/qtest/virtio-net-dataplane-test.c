@@ -2356,9 +2356,9 @@ static void check_tx_batch(const char *netdev_props, unsigned int batch)
 
 static void test_tx_batch(void)
 {
-    check_tx_batch("", 64);
+    check_tx_batch(",tx-batch=64", 64);
     check_tx_batch(",tx-batch=8", 8);
-    check_tx_batch(",tx-batch=1", 1);
+    check_tx_batch("", 1);
 }
 
 /* Counter @name of pair 0, or 0 if the device has no such counter */
