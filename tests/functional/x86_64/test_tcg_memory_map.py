@@ -23,8 +23,8 @@ class TcgMemoryMap(TrafficTest):
     map, where the BAR's section index is past the end when the BAR is
     the last section: "iotlb_to_section: Assertion `section_index <
     d->map.sections_nb' failed" within the first second here (the same
-    race at boot, BARs sized while the other vCPU reads the HPET, crashed
-    about one boot in a hundred).
+    race at boot, BARs sized while the other vCPU does MMIO, aborted two
+    boots in a few hundred).
 
     Steps:
       1. tap0 in a private namespace (the guest's init wants a NIC), an
