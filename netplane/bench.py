@@ -223,12 +223,12 @@ def metrics(res):
             m['tap_' + k] = v
     for k, v in res.get('_udp', {}).items():
         m[k] = v
+    be = res.get('_backend', {})
     for k in ('rx-dropped', 'rx-ring-full', 'rx-oversize', 'rx-truncated',
               'tx-errors'):
-        if k in res.get('_backend', {}):
-            m['ap_' + k] = res['_backend'][k]
+        if k in be:
+            m['ap_' + k] = be[k]
     # af-packet: frames per system call that sent them (tx-batch)
-    be = res.get('_backend', {})
     if be.get('tx-calls'):
         m['backend_tx_pkts_per_call'] = be.get('tx-packets', 0) / \
             be['tx-calls']

@@ -425,10 +425,7 @@ class GuestRun:
                     # guest may have printed its result and powered off
                     # by now.  Then the phase has no QEMU counters; its
                     # result still counts.
-                    try:
-                        end = self.snapshot(ns, proc.pid)
-                    except (OSError, RuntimeError):
-                        end = None
+                    end = self._snapshot_or_none(ns, proc.pid)
                     name = parse_kv(line).get('test')
                     if self.on_phase:
                         self.on_phase('end', proc.pid, name)
@@ -440,10 +437,7 @@ class GuestRun:
                     # NPPHASE end, is when late frames are counted.  After
                     # the last test QEMU may be gone already (the console
                     # is read late): then the phase's end has to do.
-                    try:
-                        done = self.snapshot(ns, proc.pid)
-                    except (OSError, RuntimeError):
-                        done = None
+                    done = self._snapshot_or_none(ns, proc.pid)
                     self.results.append(self._merge(parse_kv(line), done))
                 elif line.startswith('NPGUEST exit='):
                     if parse_kv(line).get('exit') != '0':
@@ -452,6 +446,13 @@ class GuestRun:
                     return
                 elif line.startswith('NPGUEST error='):
                     raise RuntimeError(line)
+
+    def _snapshot_or_none(self, ns, pid):
+        """snapshot(), or None when QEMU is gone already"""
+        try:
+            return self.snapshot(ns, pid)
+        except (OSError, RuntimeError):
+            return None
 
     def _merge(self, res, done):
         """Attach QEMU's thread times over the test's traffic phase, and

@@ -1821,15 +1821,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (argc >= 2 && !strcmp(argv[1], "mapstress")) {
-        ret = mapstress_main(argc, argv);
-        if (ret == 2) {
-            usage(stderr);
-        }
-        return ret;
-    }
-    if (argc >= 2 && !strcmp(argv[1], "coalesce")) {
-        ret = coalesce_main(argc, argv);
+    if (argc >= 2 && (!strcmp(argv[1], "coalesce") ||
+                      !strcmp(argv[1], "mapstress"))) {
+        ret = !strcmp(argv[1], "coalesce") ? coalesce_main(argc, argv)
+                                           : mapstress_main(argc, argv);
         if (ret == 2) {
             usage(stderr);
         }

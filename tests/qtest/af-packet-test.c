@@ -1140,6 +1140,12 @@ static void test_errors(void)
                      " 'ifname': '" IF_QEMU "', 'queues': 0 }",
                      "af-packet: queues must be between 1 and");
     netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'ifname': '" IF_QEMU "', 'tx-batch': 0 }",
+                     "af-packet: tx-batch must be between 1 and 64");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
+                     " 'ifname': '" IF_QEMU "', 'tx-batch': 65 }",
+                     "af-packet: tx-batch must be between 1 and 64");
+    netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
                      " 'fd': 'a', 'fds': 'b' }",
                      "af-packet: fd and fds are mutually exclusive");
     netdev_add_fails(qts, "{ 'type': 'af-packet', 'id': 'e0',"
