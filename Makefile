@@ -10,6 +10,7 @@ UPSTREAM := $(BUILD)/upstream
 FUZZ_BUILD := $(BUILD)/fuzz
 ASAN_BUILD := $(FUZZ_BUILD)
 TSAN_BUILD := $(BUILD)/tsan
+USDT_BUILD := $(BUILD)/usdt
 CLANG_ARGS := '--cc=ccache clang' '--cxx=ccache clang++' '--objcc=ccache clang'
 NINJA ?= ninja
 
@@ -21,7 +22,7 @@ export CCACHE_NOHASHDIR := 1
 export NETPLANE_BUILD := $(BUILD)
 
 .PHONY: all deps qemu qtests guest upstream asan check check-qtest \
-        check-functional check-asan fuzz check-fuzz tsan check-tsan \
+        check-functional check-asan fuzz check-fuzz tsan check-tsan usdt check-usdt \
         demo bench series series-build patches \
         clean distclean help
 
@@ -36,6 +37,7 @@ help:
 	@echo 'make fuzz          fuzz virtio-net (FUZZ_SECS=3600 in all) on a libFuzzer build'
 	@echo 'make check-fuzz    replay the fuzzing corpus (netplane/fuzz/)'
 	@echo 'make check-tsan    the dataplane qtests on a ThreadSanitizer build'
+	@echo 'make check-usdt    bpftrace scripts on USDT probes, dtrace backend ($(USDT_BUILD))'
 	@echo 'make series        export the patch series to $(BUILD)/series'
 	@echo 'make series-build  ... and build every prefix of it'
 	@echo 'make patches       write the commits of $(BUILD)/src back to patches/'
@@ -50,7 +52,7 @@ $(QEMU_BUILD)/build.ninja:
 # The source tree follows patches/ and the new files on every build.
 qemu: $(QEMU_BUILD)/build.ninja
 	@netplane/tree.sh sync $(BUILD)/src
-	flock $(BUILD)/.ninja.lock $(NINJA) -C $(QEMU_BUILD) qemu-system-x86_64
+	flock $(BUILD)/.ninja.lock $(NINJA) -C $(QEMU_BUILD) qemu-system-x86_64 net/qemu-af-packet-helper
 	@netplane/firmware.sh $(QEMU_BUILD)
 
 qtests: qemu
@@ -150,6 +152,21 @@ check-tsan: tsan qtests
 	    status=1; \
 	fi; \
 	exit $$status
+
+# netplane's QEMU with the dtrace trace backend besides log (gcc, the main
+# build's configure arguments otherwise): every trace event is also a USDT
+# probe, for bpftrace and SystemTap (scripts/bpftrace/).
+usdt: qemu
+	@netplane/deps.sh usdt
+	@. netplane/upstream.sh && \
+	    qemu_configure $(BUILD)/src $(USDT_BUILD) "$$(cat $(BUILD)/config.args) '--enable-trace-backends=log,dtrace'"
+	flock $(USDT_BUILD).lock $(NINJA) -C $(USDT_BUILD) qemu-system-x86_64
+	@netplane/firmware.sh $(USDT_BUILD)
+
+# scripts/bpftrace/ against a live guest on the USDT build.
+check-usdt: usdt guest
+	@NETPLANE_USDT=1 netplane/check.py --build $(BUILD) --only functional \
+	    --qemu $(USDT_BUILD)/qemu-system-x86_64 -k usdt
 
 check: deps
 	@$(MAKE) --no-print-directory qtests guest

@@ -39,6 +39,7 @@
 #include "qemu/error-report.h"
 #include "qemu/iov.h"
 #include "qemu/main-loop.h"
+#include "qemu/sockets.h"
 #include "qemu/units.h"
 #include "standard-headers/linux/virtio_net.h"
 #include "trace.h"
@@ -1724,6 +1725,97 @@ static int *af_packet_parse_fds(const NetdevAFPacketOptions *opts,
 }
 
 /*
+ * Run @helper (empty: the installed qemu-af-packet-helper) for @queues
+ * sockets bound to @ifname, as tap's bridge helper runs: it checks its ACL
+ * file, and passes the sockets back over a unix socket.  Its error
+ * messages go to QEMU's stderr.
+ *
+ * Context: BQL held (setup)
+ */
+static int *af_packet_run_helper(const char *helper, const char *ifname,
+                                 int64_t queues, Error **errp)
+{
+    g_autofree char *path = *helper ? g_strdup(helper) :
+        get_relocated_path(CONFIG_QEMU_HELPERDIR "/qemu-af-packet-helper");
+    /* CMSG_SPACE() rounds up: room for one descriptor more */
+    g_autofree int *fds = g_new(int, queues + 1);
+    g_autofree char *control = g_malloc0(CMSG_SPACE(sizeof(int) * queues));
+    char byte;
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control,
+        .msg_controllen = CMSG_SPACE(sizeof(int) * queues),
+    };
+    struct cmsghdr *cmsg;
+    int sv[2], status, n = 0;
+    ssize_t len;
+    pid_t pid;
+
+    if (qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        error_setg_errno(errp, errno, "af-packet: socketpair() failed");
+        return NULL;
+    }
+    pid = fork();
+    if (pid == 0) {
+        const int keep[] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO,
+                             sv[1] };
+        char *argv[] = {
+            path,
+            g_strdup_printf("--ifname=%s", ifname),
+            g_strdup_printf("--queues=%" PRIi64, queues),
+            g_strdup_printf("--fd=%d", sv[1]),
+            NULL
+        };
+
+        qemu_close_all_open_fd(keep, ARRAY_SIZE(keep));
+        fcntl(sv[1], F_SETFD, 0);       /* the helper's end stays open */
+        execv(path, argv);
+        fprintf(stderr, "af-packet: cannot run the helper %s: %s\n", path,
+                strerror(errno));
+        _exit(EXIT_FAILURE);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        error_setg_errno(errp, errno, "af-packet: cannot fork the helper");
+        close(sv[0]);
+        return NULL;
+    }
+    len = RETRY_ON_EINTR(recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC));
+    close(sv[0]);
+    for (cmsg = CMSG_FIRSTHDR(&msg); len > 0 && cmsg;
+         cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+            n = MIN((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int),
+                    queues + 1);
+            memcpy(fds, CMSG_DATA(cmsg), sizeof(int) * n);
+        }
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        /* retry */
+    }
+    if (n == queues && !(msg.msg_flags & MSG_CTRUNC) &&
+        WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return g_steal_pointer(&fds);
+    }
+    while (n-- > 0) {
+        close(fds[n]);
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        error_setg(errp, "af-packet: the helper %s did not pass %" PRIi64
+                   " socket(s)", path, queues);
+    } else if (WIFSIGNALED(status)) {
+        error_setg(errp, "af-packet: the helper %s was killed by signal %d",
+                   path, WTERMSIG(status));
+    } else {
+        error_setg(errp, "af-packet: the helper %s failed for %s (exit "
+                   "status %d)", path, ifname, WEXITSTATUS(status));
+    }
+    return NULL;
+}
+
+/*
  * Find the interface: by name, or the one a passed socket is bound to.
  *
  * Context: BQL held (setup)
@@ -1915,7 +2007,20 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
                    "hubs (-net); use -netdev");
         return -1;
     }
-    if (opts->fd || opts->fds) {
+    if (opts->helper) {
+        if (opts->fd || opts->fds || !opts->ifname) {
+            error_setg(errp, "af-packet: helper needs ifname, and neither "
+                       "fd nor fds");
+            return -1;
+        }
+        if (!af_packet_resolve_if(&c, -1, errp)) {
+            return -1;
+        }
+        fds = af_packet_run_helper(opts->helper, c.ifname, queues, errp);
+        if (!fds) {
+            return -1;
+        }
+    } else if (opts->fd || opts->fds) {
         fds = af_packet_parse_fds(opts, &queues, errp);
         if (!fds) {
             return -1;

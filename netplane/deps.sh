@@ -13,15 +13,17 @@ PKGS="gcc make git patch xz-utils ca-certificates ccache ninja-build
 pkg-config libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev flex bison
 python3 python3-venv python3-distlib dpkg-dev cpio gcc-multilib
 seabios ipxe-qemu
-iproute2 iputils-ping ethtool procps util-linux kmod busybox-static
+iproute2 iputils-ping ethtool procps util-linux kmod busybox-static libcap2-bin
 python3-matplotlib valgrind"
 BACKPORTS_PKGS="meson python3-pycotap"
 
 # "deps.sh clang": also what the fuzzing and ThreadSanitizer builds need
-# (make fuzz, make check-fuzz, make check-tsan).
+# (make fuzz, make check-fuzz, make check-tsan); "deps.sh usdt": the
+# dtrace trace backend and bpftrace (make usdt, make check-usdt).
 for extra in "$@"; do
     case "$extra" in
     clang) PKGS="$PKGS clang llvm libclang-rt-14-dev" ;;
+    usdt) PKGS="$PKGS systemtap-sdt-dev bpftrace" ;;
     *) echo "netplane/deps.sh: unknown group '$extra'" >&2; exit 1 ;;
     esac
 done

@@ -536,6 +536,15 @@ static void vndp_rx_flush_bh(void *opaque)
     vndp_rx_flush(opaque);
 }
 
+/* Receive has buffers again, or the pair leaves.  Context: dq->ctx */
+static void vndp_rx_unstall(VirtIONetDPQueue *dq)
+{
+    if (dq->rx_stalled) {
+        trace_virtio_net_dp_rx_stall(dq->dp->n, dq->index, false);
+        dq->rx_stalled = false;
+    }
+}
+
 /* Context: the pair's context */
 bool virtio_net_dataplane_rx_filled(VirtIONetQueue *q, unsigned int count,
                                     size_t size)
@@ -547,7 +556,7 @@ bool virtio_net_dataplane_rx_filled(VirtIONetQueue *q, unsigned int count,
     }
     vndp_count(dq, VNDP_RX_PACKETS, 1);
     vndp_count(dq, VNDP_RX_BYTES, size - q->n->host_hdr_len);
-    dq->rx_stalled = false;
+    vndp_rx_unstall(dq);
     if (!dq->attached) {
         return false;
     }
@@ -582,6 +591,9 @@ void virtio_net_dataplane_rx_stalled(VirtIONetQueue *q)
     /* Looks at one buffer at most: only the index it returns matters */
     dq->rx_stall_avail = virtqueue_get_avail_bytes(q->rx_vq, &in_bytes,
                                                    NULL, 0, 0);
+    if (!dq->rx_stalled && dq->rx_stall_avail >= 0) {
+        trace_virtio_net_dp_rx_stall(dq->dp->n, dq->index, true);
+    }
     dq->rx_stalled = dq->rx_stall_avail >= 0;
 }
 
@@ -596,7 +608,7 @@ void virtio_net_dataplane_rx_dropped(VirtIONetQueue *q)
 /* Frames the backend queued while the guest had no room.  Context: ctx */
 static void vndp_rx_resume(VirtIONetDPQueue *dq)
 {
-    dq->rx_stalled = false;
+    vndp_rx_unstall(dq);
     qemu_flush_queued_packets(vndp_nc(dq));
 }
 
@@ -745,7 +757,7 @@ static void vndp_detach_bh(void *opaque)
 
     dq->attached = false;
     dq->tx_polling = false;     /* removing the handler ended any poll */
-    dq->rx_stalled = false;
+    vndp_rx_unstall(dq);
     qemu_bh_cancel(dq->tx_bh);
     qemu_bh_cancel(dq->rx_flush_bh);
     qemu_bh_cancel(dq->rx_resume_bh);

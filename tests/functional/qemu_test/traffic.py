@@ -136,18 +136,20 @@ class TrafficTest(QemuSystemTest):
         self.namespaces.append(ns)
         return ns
 
-    def ns_vm(self, ns, name):
-        """A VM whose QEMU runs inside @ns, with no guest."""
-        vm = QEMUMachine(self.qemu_bin, wrapper=ns.prefix(), name=name,
+    def ns_vm(self, ns, name, wrapper=None):
+        """A VM whose QEMU runs inside @ns (or with @wrapper, a command
+        that enters it), with no guest."""
+        vm = QEMUMachine(self.qemu_bin, wrapper=wrapper or ns.prefix(),
+                         name=name,
                          base_temp_dir=self.workdir,
                          log_dir=self.log_file())
         # QemuSystemTest.tearDown() shuts down the VMs it knows.
         self._vms[name] = vm
         return vm
 
-    def guest_vm(self, ns, *args, name=None, smp=2):
+    def guest_vm(self, ns, *args, name=None, smp=2, wrapper=None):
         """A VM for the tiny guest whose QEMU runs inside @ns."""
-        vm = self.ns_vm(ns, name or 'guest')
+        vm = self.ns_vm(ns, name or 'guest', wrapper)
         vm.set_machine('pc')
         vm.set_console()
         vm.add_args('-accel', 'tcg', '-m', '256', '-smp', str(smp),

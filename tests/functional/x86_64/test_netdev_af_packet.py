@@ -24,16 +24,10 @@ PACKET_VERSION = 10
 TPACKET_V3 = 2
 
 
-class NetdevAFPacket(TrafficTest):
+class AFPacketTest(TrafficTest):
     """
-    Steps, in each test:
-      1. create two network namespaces: QEMU's, holding the veth leg vq0
-         that af-packet attaches to (no address, IPv6 off), and the
-         peer's, holding vp0 at 10.78.0.1/24 and nptraffic's server
-      2. boot the tiny guest (10.78.0.2/24) with virtio-net-pci on
-         -netdev af-packet,ifname=vq0 and QEMU inside the first namespace
-      3. pass traffic and check what arrived, what the backend counted,
-         and what happened to the interface
+    Helpers for a guest on -netdev af-packet,ifname=vq0, a veth leg whose
+    peer vp0 (10.78.0.1/24) is in a second namespace.
     """
 
     PEER = '10.78.0.1'
@@ -47,14 +41,6 @@ class NetdevAFPacket(TrafficTest):
             ns.run('sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1')
         qns.add_veth('vq0', peer, 'vp0', self.PEER + '/24')
         return qns, peer
-
-    def af_packet_vm(self, qns, netdev_opts='', extra=(), device_opts='',
-                     **kw):
-        return self.guest_vm(
-            qns,
-            '-netdev', 'af-packet,id=net0,ifname=vq0' + netdev_opts,
-            '-device', 'virtio-net-pci,netdev=net0,id=nic0' + device_opts,
-            *extra, **kw)
 
     def query_stats(self, vm, queues=1):
         """Counters of netdev net0, summed over its @queues queues."""
@@ -70,16 +56,37 @@ class NetdevAFPacket(TrafficTest):
         return out
 
     @staticmethod
+    def if_flags(ns, dev):
+        return int(ns.run('cat', '/sys/class/net/%s/flags' % dev).stdout, 16)
+
+
+class NetdevAFPacket(AFPacketTest):
+    """
+    Steps, in each test:
+      1. create two network namespaces: QEMU's, holding the veth leg vq0
+         that af-packet attaches to (no address, IPv6 off), and the
+         peer's, holding vp0 at 10.78.0.1/24 and nptraffic's server
+      2. boot the tiny guest (10.78.0.2/24) with virtio-net-pci on
+         -netdev af-packet,ifname=vq0 and QEMU inside the first namespace
+      3. pass traffic and check what arrived, what the backend counted,
+         and what happened to the interface
+    """
+
+    def af_packet_vm(self, qns, netdev_opts='', extra=(), device_opts='',
+                     **kw):
+        return self.guest_vm(
+            qns,
+            '-netdev', 'af-packet,id=net0,ifname=vq0' + netdev_opts,
+            '-device', 'virtio-net-pci,netdev=net0,id=nic0' + device_opts,
+            *extra, **kw)
+
+    @staticmethod
     def link_counters(ns, dev):
         out = {}
         for key in ('rx_packets', 'tx_packets'):
             r = ns.run('cat', '/sys/class/net/%s/statistics/%s' % (dev, key))
             out[key] = int(r.stdout)
         return out
-
-    @staticmethod
-    def if_flags(ns, dev):
-        return int(ns.run('cat', '/sys/class/net/%s/flags' % dev).stdout, 16)
 
     def run_traffic(self, netdev_opts, device='virtio-net-pci', queues=1):
         qns, peer = self.veth()
