@@ -14,7 +14,8 @@ pkg-config libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev flex bison
 python3 python3-venv python3-distlib dpkg-dev cpio gcc-multilib
 seabios ipxe-qemu
 iproute2 iputils-ping ethtool procps util-linux kmod busybox-static libcap2-bin
-python3-matplotlib valgrind"
+python3-matplotlib valgrind
+libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 BACKPORTS_PKGS="meson python3-pycotap"
 
 # "deps.sh clang": also what the fuzzing and ThreadSanitizer builds need
@@ -42,7 +43,13 @@ pycotap_ok=false
 dpkg-query -W -f='${Status}\n' python3-pycotap 2>/dev/null |
     grep -q '^install ok installed' && pycotap_ok=true
 
-if [ -z "$missing" ] && $meson_ok && $pycotap_ok; then
+# libvirtd (test_virtio_net_dataplane_libvirt) resolves its default QEMU
+# user before it reads qemu.conf; libvirt-daemon-system, which would add
+# it, pulls polkit and a network setup that the test does not need.
+user_ok=true
+getent passwd libvirt-qemu >/dev/null || user_ok=false
+
+if [ -z "$missing" ] && $meson_ok && $pycotap_ok && $user_ok; then
     exit 0
 fi
 
@@ -77,3 +84,6 @@ apt-get update -q
 apt-get install -q -y --no-install-recommends $PKGS
 # shellcheck disable=SC2086
 apt-get install -q -y --no-install-recommends -t bookworm-backports $BACKPORTS_PKGS
+getent passwd libvirt-qemu >/dev/null ||
+    useradd --system --no-create-home --home-dir /var/lib/libvirt \
+        --shell /usr/sbin/nologin libvirt-qemu
