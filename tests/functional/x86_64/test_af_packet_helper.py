@@ -32,8 +32,9 @@ class AFPacketHelper(AFPacketTest):
         peer, and vq0 is promiscuous while QEMU holds the socket
       - the ACL includes a file that allows vq0 and vq1, and denies vq1
         itself: vq1 is refused, with the helper's message and QEMU's
-      - no ACL file, a helper that fails, one killed by a signal, helper
-        with fd: each a clear error
+      - no ACL file (and helper= with no path: the build's helper), a
+        helper that fails, one killed by a signal, helper with fd: each a
+        clear error
       - the same QEMU without the helper cannot open the socket at all
     """
 
@@ -177,13 +178,17 @@ class AFPacketHelper(AFPacketTest):
                 qns, 'af-packet,id=net0,ifname=vq0' + opts, 'bad%d' % i))
             self.assertIn(message, log, opts)
 
+        # helper= with no path: the build's, through qemu-bundle as an
+        # installed QEMU finds it in libexecdir; no ACL file is there
         os.unlink(os.path.join(self.acl_dir, 'af-packet.conf'))
         log = self.failed_launch(self.unprivileged_vm(
-            qns, 'af-packet,id=net0,ifname=vq0,helper=' + self.helper,
-            'noacl'))
+            qns, 'af-packet,id=net0,ifname=vq0,helper=', 'noacl'))
         self.assertIn('qemu-af-packet-helper: cannot read the ACL file %s/'
                       'af-packet.conf: No such file or directory'
                       % self.confdir, log)
+        self.assertRegex(log, r'af-packet: the helper /\S+/libexec/'
+                         r'qemu-af-packet-helper failed for vq0 \(exit '
+                         r'status 1\)')
 
         self.write_acl('allow vq0\npermit vq0\n')
         log = self.failed_launch(self.unprivileged_vm(
