@@ -125,7 +125,6 @@ class UsdtProbes(DataplaneTest):
         self.assertGreater(sent, 1000, tx_maps)
         self.assertLessEqual(sent, d['tx-packets'], (tx_maps, d))
         self.assertGreater(rounds, 0, tx_maps)
-        self.assertLessEqual(rounds, sent, tx_maps)
 
         intervals = self.hist_count(irq_maps['@irq_interval_us'])
         self.assertGreater(intervals, 0, irq_maps)
