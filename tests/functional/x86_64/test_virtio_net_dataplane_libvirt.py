@@ -96,9 +96,10 @@ class Libvirt(DataplaneTest):
          the QEMU under test: one vCPU pinned to CPU 0, one IOThread
          pinned to CPU 0, a tap NIC (libvirt creates nptap0) in that
          IOThread
-      3. pings from the namespace to the guest; the device's counters
-         over virsh qemu-monitor-command query-stats; the NIC's iothread
-         property and virsh iothreadinfo
+      3. pings from the namespace to the guest; the NIC's iothread
+         property and virsh iothreadinfo; 200 pings of 1000 bytes: the
+         device's counters over virsh qemu-monitor-command query-stats
+         equal the tap's, both ways
       4. virsh iothreadpin moves the IOThread to CPU 1 and back while
          pings run: round trips with the IOThread beside the vCPU and
          apart from it, interleaved, logged (not asserted: a 2-CPU TCG
@@ -194,6 +195,16 @@ class Libvirt(DataplaneTest):
             time.sleep(0.5)
         self.fail('no %r on the console' % text)
 
+    def nic_stats(self, ns):
+        """The NIC's counters over virsh, and the tap's from the kernel."""
+        stats = self.qmp(
+            '{"execute": "query-stats", "arguments": {"target": "netdev", '
+            '"providers": [{"provider": "virtio-net"}]}}')
+        self.assertEqual([(s['netdev'], s['queue']) for s in stats],
+                         [('ua-net0', 0)], stats)
+        return ({s['name']: s['value'] for s in stats[0]['stats']},
+                self.link_stats(ns, 'nptap0'))
+
     def rtt_avg(self, ns):
         r = ns.run('ping', '-q', '-c', '300', '-i', '0.005', '-W', '2',
                    self.GUEST_ADDR, check=False)
@@ -236,15 +247,25 @@ class Libvirt(DataplaneTest):
             '"/machine/peripheral/ua-net0", "property": "iothread"}}'),
             '/objects/iothread1')
         self.assertEqual(self.iothread_cpus(), '0')
-        stats = self.qmp(
-            '{"execute": "query-stats", "arguments": {"target": "netdev", '
-            '"providers": [{"provider": "virtio-net"}]}}')
-        self.assertEqual([(s['netdev'], s['queue']) for s in stats],
-                         [('ua-net0', 0)], stats)
-        st = {s['name']: s['value'] for s in stats[0]['stats']}
-        self.assertGreaterEqual(st['rx-packets'], 5, st)
-        self.assertGreaterEqual(st['tx-packets'], 5, st)
+
+        # 200 pings of 1000 bytes, ARP settled: the NIC's counters, read
+        # through libvirt, equal the tap's both ways
+        ns.run('ip', 'neigh', 'replace', self.GUEST_ADDR, 'lladdr',
+               self.MAC, 'nud', 'permanent', 'dev', 'nptap0')
+        self.assertEqual(self.ping(ns, '-c', '1', '-W', '5',
+                                   self.GUEST_ADDR), (1, 1))
+        st0, wire0 = self.settled(lambda: self.nic_stats(ns))
+        self.assertEqual(self.ping(ns, '-c', '200', '-i', '0.005', '-s',
+                                   '1000', '-W', '2', self.GUEST_ADDR),
+                         (200, 200))
+        st1, wire1 = self.settled(lambda: self.nic_stats(ns))
+        st, wire = self.delta(st1, st0), self.delta(wire1, wire0)
+        self.assertGreaterEqual(st['rx-packets'], 200, st)
+        self.assertEqual(st['rx-packets'], wire['tx_packets'], (st, wire))
+        self.assertEqual(st['tx-packets'], wire['rx_packets'], (st, wire))
+        self.assertEqual(st['rx-dropped'] + st['tx-dropped'], 0, st)
         self.assertGreater(st['tx-kicks'] + st['tx-polled'], 0, st)
+        self.assertGreater(st['rx-interrupts'], 0, st)
 
         # Beside the vCPU (CPU 0) and apart (CPU 1), interleaved
         rtt = {'0': [], '1': []}
