@@ -1748,26 +1748,26 @@ static int *af_packet_run_helper(const char *helper, const char *ifname,
         .msg_control = control,
         .msg_controllen = CMSG_SPACE(sizeof(int) * queues),
     };
+    g_autofree char *if_arg = g_strdup_printf("--ifname=%s", ifname);
+    g_autofree char *queues_arg = g_strdup_printf("--queues=%" PRIi64,
+                                                  queues);
+    g_autofree char *fd_arg = NULL;
     struct cmsghdr *cmsg;
-    int sv[2], status, n = 0;
+    int sv[2], status = 0, n = 0, wait_errno;
     ssize_t len;
-    pid_t pid;
+    pid_t pid, waited;
 
     if (qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
         error_setg_errno(errp, errno, "af-packet: socketpair() failed");
         return NULL;
     }
+    /* Everything the child needs, before fork(): it only closes and execs */
+    fd_arg = g_strdup_printf("--fd=%d", sv[1]);
     pid = fork();
     if (pid == 0) {
         const int keep[] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO,
                              sv[1] };
-        char *argv[] = {
-            path,
-            g_strdup_printf("--ifname=%s", ifname),
-            g_strdup_printf("--queues=%" PRIi64, queues),
-            g_strdup_printf("--fd=%d", sv[1]),
-            NULL
-        };
+        char *argv[] = { path, if_arg, queues_arg, fd_arg, NULL };
 
         qemu_close_all_open_fd(keep, ARRAY_SIZE(keep));
         fcntl(sv[1], F_SETFD, 0);       /* the helper's end stays open */
@@ -1792,17 +1792,19 @@ static int *af_packet_run_helper(const char *helper, const char *ifname,
             memcpy(fds, CMSG_DATA(cmsg), sizeof(int) * n);
         }
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        /* retry */
-    }
-    if (n == queues && !(msg.msg_flags & MSG_CTRUNC) &&
+    waited = RETRY_ON_EINTR(waitpid(pid, &status, 0));
+    wait_errno = errno;
+    if (waited == pid && n == queues && !(msg.msg_flags & MSG_CTRUNC) &&
         WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         return g_steal_pointer(&fds);
     }
     while (n-- > 0) {
         close(fds[n]);
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    if (waited != pid) {
+        error_setg_errno(errp, wait_errno, "af-packet: cannot wait for the "
+                         "helper %s", path);
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         error_setg(errp, "af-packet: the helper %s did not pass %" PRIi64
                    " socket(s)", path, queues);
     } else if (WIFSIGNALED(status)) {
@@ -2019,6 +2021,12 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         fds = af_packet_run_helper(opts->helper, c.ifname, queues, errp);
         if (!fds) {
             return -1;
+        }
+        for (i = 0; i < queues; i++) {
+            if (!af_packet_check_fd(fds[i], "a socket from the helper",
+                                    errp)) {
+                goto fail_fds;
+            }
         }
     } else if (opts->fd || opts->fds) {
         fds = af_packet_parse_fds(opts, &queues, errp);

@@ -33,8 +33,8 @@ class AFPacketHelper(AFPacketTest):
       - the ACL includes a file that allows vq0 and vq1, and denies vq1
         itself: vq1 is refused, with the helper's message and QEMU's
       - no ACL file (and helper= with no path: the build's helper), a
-        helper that fails, one killed by a signal, helper with fd: each a
-        clear error
+        helper that fails, one killed by a signal, one that passes no
+        socket or a UDP socket, helper with fd: each a clear error
       - the same QEMU without the helper cannot open the socket at all
     """
 
@@ -158,6 +158,17 @@ class AFPacketHelper(AFPacketTest):
         with open(killed, 'w') as f:
             f.write('#!/bin/sh\nkill -KILL $$\n')
         os.chmod(killed, 0o755)
+        # A helper that passes a UDP socket where an AF_PACKET one belongs
+        udp = os.path.join(self.tmp, 'udp-helper')
+        with open(udp, 'w') as f:
+            f.write('#!/usr/bin/python3\n'
+                    'import socket, sys\n'
+                    'fd = int([a for a in sys.argv if a.startswith("--fd=")]'
+                    '[0][5:])\n'
+                    'c = socket.socket(fileno=fd)\n'
+                    'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n'
+                    'socket.send_fds(c, [b"x"], [u.fileno()])\n')
+        os.chmod(udp, 0o755)
         cases = [
             (',helper=/bin/false',
              'af-packet: the helper /bin/false failed for vq0 (exit status '
@@ -168,6 +179,9 @@ class AFPacketHelper(AFPacketTest):
              'af-packet: cannot run the helper /nonexistent'),
             (',helper=/bin/true',
              'af-packet: the helper /bin/true did not pass 1 socket(s)'),
+            (',helper=' + udp,
+             'af-packet: a socket from the helper is not an AF_PACKET '
+             'socket'),
             (',helper=%s,fd=3' % self.helper,
              'af-packet: helper needs ifname, and neither fd nor fds'),
             (',helper=%s,queues=300' % self.helper,
