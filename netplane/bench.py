@@ -190,6 +190,12 @@ def metrics(res):
         m['dev_%s_irq_per_pkt' % q] = dev.get(q + '-interrupts', 0) / pk
         m['dev_%s_pkts_per_batch' % q] = \
             dev.get(q + '-packets', 0) / max(1, dev.get(q + '-batches', 0))
+        # what woke the IOThread for the queue: kicks, the TX stream
+        # timer, bottom halves (polling is not a wake-up)
+        if q + '-bh-runs' in dev:
+            m['dev_%s_wakeups_per_pkt' % q] = (
+                dev.get(q + '-kicks', 0) + dev.get(q + '-waited', 0) +
+                dev[q + '-bh-runs']) / pk
         for c in ('dropped', 'budget-exhausted', 'backend-busy',
                   'no-buffers', 'interrupts-suppressed'):
             if q + '-' + c in dev:
@@ -426,6 +432,7 @@ def device_table(summary, names, tests):
     cols = [('TX kicks/pkt', 'dev_tx_kicks_per_pkt', 3),
             ('TX polled %', 'dev_tx_polled_pct', 0),
             ('TX pkts/batch', 'dev_tx_pkts_per_batch', 1),
+            ('TX wake-ups/pkt', 'dev_tx_wakeups_per_pkt', 3),
             ('TX irq/pkt', 'dev_tx_irq_per_pkt', 3),
             ('TX irqs suppressed', 'dev_tx_interrupts-suppressed', 0),
             ('TX budget exhausted', 'dev_tx_budget-exhausted', 0),
@@ -433,6 +440,7 @@ def device_table(summary, names, tests):
             ('TX pkts/call', 'backend_tx_pkts_per_call', 1),
             ('RX kicks/pkt', 'dev_rx_kicks_per_pkt', 3),
             ('RX pkts/batch', 'dev_rx_pkts_per_batch', 1),
+            ('RX wake-ups/pkt', 'dev_rx_wakeups_per_pkt', 3),
             ('RX irq/pkt', 'dev_rx_irq_per_pkt', 3),
             ('RX no buffers', 'dev_rx_no-buffers', 0),
             ('RX dropped', 'dev_rx_dropped', 0)]
@@ -618,6 +626,11 @@ def main():
                     '(default: the burst, UDP both ways at 64 and 1400 '
                     'bytes and at 64 bytes paced to %d pkt/s, rr)' % RATE)
     ap.add_argument('--out', help='output folder (default BUILD/bench)')
+    ap.add_argument('--binary', action='append', default=[],
+                    metavar='NAME=QEMU',
+                    help='also run "VARIANT @NAME" with the QEMU binary '
+                    'QEMU, for each --only variant of netplane (A/B '
+                    'against another build; repeatable)')
     ap.add_argument('--render', metavar='JSON',
                     help='only render the table and plot of an earlier run')
     args = ap.parse_args()
@@ -641,6 +654,11 @@ def main():
     if args.only:
         keep = args.only.split(',')
         vs = [v for v in vs if v[0] in keep]
+    np_ = os.path.join(args.build, 'qemu', 'qemu-system-x86_64')
+    for spec in args.binary:
+        label, _, path = spec.partition('=')
+        vs += [('%s @%s' % (v[0], label), os.path.abspath(path)) + v[2:]
+               for v in list(vs) if v[1] == np_ and '@' not in v[0]]
     os.makedirs(out, exist_ok=True)
     guest = os.path.join(args.build, 'guest')
 

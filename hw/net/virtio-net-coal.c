@@ -306,6 +306,25 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
 }
 
 /*
+ * A queue whose used buffers come at a stream's rate (an adaptive level
+ * above the lowest) may go unwatched for half the level's max_usecs:
+ * how long the dataplane may look for the driver's next buffers by
+ * itself instead of taking its notification.  0 when the queue does not
+ * stream, adapts no level, or runs in the main loop.
+ *
+ * Context: the queue's
+ */
+int64_t virtio_net_coal_stream_ns(VirtIONet *n, VirtQueue *vq)
+{
+    VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
+
+    if (!q || !q->where || !q->coal->adaptive || !q->level) {
+        return 0;
+    }
+    return vncoal_levels[q->level].max_usecs * SCALE_US / 2;
+}
+
+/*
  * The device needs the driver now (no receive buffers left): end an
  * adaptive wait.  A wait on the driver's parameters goes on, as it asked.
  *

@@ -75,6 +75,12 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
 void virtio_net_coal_flush(VirtIONet *n, VirtQueue *vq);
 
 /*
+ * How long the device may leave @vq unwatched because the driver streams
+ * on it (adaptive moderation); 0: not at all.  Context: the queue's
+ */
+int64_t virtio_net_coal_stream_ns(VirtIONet *n, VirtQueue *vq);
+
+/*
  * Queue pair @pair now runs in @ctx (NULL: the main loop): a held
  * interrupt's timer follows it.
  *

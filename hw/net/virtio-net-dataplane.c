@@ -10,7 +10,9 @@
  *   TX drains with notifications disabled, up to a packet and byte budget
  *   per round; a spent budget continues from a bottom half in the same
  *   AioContext, an empty queue re-enables notifications and looks once
- *   more (the race vhost-net closes the same way).  No timer.  A backend
+ *   more (the race vhost-net closes the same way).  While the guest
+ *   streams, an empty queue keeps notifications off and a timer looks
+ *   again soon instead (vndp_tx_wait()): the guest need not kick.  A backend
  *   that pushes back keeps the element until it completes; nothing is
  *   dropped for it.
  * - RX fills guest buffers as the backend hands frames over; the used
@@ -56,11 +58,15 @@
 /* One TX round: enough to amortise a wake-up, short enough to be fair */
 #define VNDP_TX_BUDGET_PACKETS  256
 #define VNDP_TX_BUDGET_BYTES    (1 * MiB)
+/* A streaming guest's TX queue found empty this often: it kicks again */
+#define VNDP_TX_WAIT_EMPTY      2
 
 /* Per queue pair; *_IRQS_SUPPRESSED must follow *_IRQS */
 typedef enum VNDPCounter {
     VNDP_TX_KICKS,
     VNDP_TX_POLLED,
+    VNDP_TX_WAITED,
+    VNDP_TX_BH_RUNS,
     VNDP_TX_PACKETS,
     VNDP_TX_BYTES,
     VNDP_TX_DROPPED,
@@ -71,6 +77,7 @@ typedef enum VNDPCounter {
     VNDP_TX_IRQS_SUPPRESSED,
     VNDP_RX_KICKS,
     VNDP_RX_POLLED,
+    VNDP_RX_BH_RUNS,
     VNDP_RX_PACKETS,
     VNDP_RX_BYTES,
     VNDP_RX_DROPPED,
@@ -84,6 +91,8 @@ typedef enum VNDPCounter {
 static const char *const vndp_counter_names[VNDP__MAX] = {
     [VNDP_TX_KICKS] = "tx-kicks",
     [VNDP_TX_POLLED] = "tx-polled",
+    [VNDP_TX_WAITED] = "tx-waited",
+    [VNDP_TX_BH_RUNS] = "tx-bh-runs",
     [VNDP_TX_PACKETS] = "tx-packets",
     [VNDP_TX_BYTES] = "tx-bytes",
     [VNDP_TX_DROPPED] = "tx-dropped",
@@ -94,6 +103,7 @@ static const char *const vndp_counter_names[VNDP__MAX] = {
     [VNDP_TX_IRQS_SUPPRESSED] = "tx-interrupts-suppressed",
     [VNDP_RX_KICKS] = "rx-kicks",
     [VNDP_RX_POLLED] = "rx-polled",
+    [VNDP_RX_BH_RUNS] = "rx-bh-runs",
     [VNDP_RX_PACKETS] = "rx-packets",
     [VNDP_RX_BYTES] = "rx-bytes",
     [VNDP_RX_DROPPED] = "rx-dropped",
@@ -339,13 +349,52 @@ static VNDPTxResult vndp_tx_round(VirtIONetDPQueue *dq, VNDPTxBudget *budget)
     return ret;
 }
 
+static bool vndp_tx_pending(VirtIONetDPQueue *dq);
+
+/*
+ * The TX queue is empty, and polling (if the AioContext polls at all)
+ * found nothing more: should the guest kick for its next frame?  Not
+ * while it streams.  A guest that streams (the queue's used buffers come
+ * at a rate that adaptive moderation gathers interrupts for) queues its
+ * next frames without waiting for these, so the device goes on looking
+ * for them from a timer, the cheap continuation of polling, no later
+ * than half the time it may hold the guest's interrupt, and notifications
+ * stay off: no kick, and no IOThread woken per kick.  After
+ * VNDP_TX_WAIT_EMPTY looks in a row that found nothing the stream is
+ * over, and notifications go on again.  A guest that waits for its
+ * frames (request/response, a few in flight) is not at a stream's rate,
+ * or waits for an interrupt that moderation holds longer anyway.
+ * Nothing waits with adaptive-coal=off, or in an AioContext that must
+ * not poll (poll-max-ns=0): there each frame after an empty queue kicks.
+ *
+ * True: the timer looks, notifications stay off.  Context: dq->ctx
+ */
+static bool vndp_tx_wait(VirtIONetDPQueue *dq)
+{
+    int64_t ns;
+
+    if (timer_pending(dq->tx_wait_timer)) {
+        return true;
+    }
+    ns = virtio_net_coal_stream_ns(dq->dp->n, dq->q->tx_vq);
+    if (!ns || !dq->ctx->poll_max_ns ||
+        dq->tx_wait_empty >= VNDP_TX_WAIT_EMPTY) {
+        dq->tx_wait_empty = 0;
+        return false;
+    }
+    timer_mod(dq->tx_wait_timer,
+              qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + ns);
+    return true;
+}
+
 /*
  * Drain the TX queue: notifications off while working; when it is
  * empty, used entries flushed, notifications on and one more look for
  * what raced with that.  While the AioContext polls the queue,
  * notifications stay off (polling sees new frames without a kick) until
- * vndp_tx_poll_end().  Whether the guest is interrupted for the used
- * entries, now or after more, is virtio-net-coal.c's to decide.
+ * vndp_tx_poll_end(), and after it while the guest streams (vndp_tx_wait()).
+ * Whether the guest is interrupted for the used entries, now or after
+ * more, is virtio-net-coal.c's to decide.
  *
  * One budget bounds the whole run, the rounds that the re-check starts
  * included, as vhost-net's weight does: a guest that keeps adding frames
@@ -395,7 +444,7 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
             break;
         }
         vndp_tx_flush(dq);
-        if (dq->tx_polling || vdev->broken) {
+        if (dq->tx_polling || vdev->broken || vndp_tx_wait(dq)) {
             return;
         }
         virtio_queue_set_notification(vq, 1);
@@ -403,6 +452,23 @@ static void vndp_tx_run(VirtIONetDPQueue *dq)
             return;
         }
     }
+}
+
+/*
+ * The stream timer looks at the TX queue.  Context: dq->ctx
+ */
+static void vndp_tx_wait_cb(void *opaque)
+{
+    VirtIONetDPQueue *dq = opaque;
+    MEM_REENTRANCY_GUARD(vndp_guard(dq));
+
+    vndp_count(dq, VNDP_TX_WAITED, 1);
+    if (vndp_tx_pending(dq)) {
+        dq->tx_wait_empty = 0;
+    } else {
+        dq->tx_wait_empty++;
+    }
+    vndp_tx_run(dq);
 }
 
 /*
@@ -443,6 +509,7 @@ static void vndp_tx_bh(void *opaque)
 {
     MEM_REENTRANCY_GUARD(vndp_guard(opaque));
 
+    vndp_count(opaque, VNDP_TX_BH_RUNS, 1);
     vndp_tx_run(opaque);
 }
 
@@ -485,6 +552,7 @@ static void vndp_tx_poll_ready(EventNotifier *e)
 
     if (vndp_tx_pending(dq)) {
         vndp_count(dq, VNDP_TX_POLLED, 1);
+        dq->tx_wait_empty = 0;
     }
     vndp_tx_run(dq);
 }
@@ -506,7 +574,9 @@ static void vndp_tx_poll_end(EventNotifier *e)
     MEM_REENTRANCY_GUARD(vndp_guard(dq));
 
     dq->tx_polling = false;
-    virtio_queue_set_notification(dq->q->tx_vq, 1);
+    if (!vndp_tx_wait(dq)) {
+        virtio_queue_set_notification(dq->q->tx_vq, 1);
+    }
 }
 
 /* ---- RX ---- */
@@ -533,6 +603,7 @@ static void vndp_rx_flush_bh(void *opaque)
 {
     MEM_REENTRANCY_GUARD(vndp_guard(opaque));
 
+    vndp_count(opaque, VNDP_RX_BH_RUNS, 1);
     vndp_rx_flush(opaque);
 }
 
@@ -662,6 +733,7 @@ static void vndp_rx_resume_bh(void *opaque)
 {
     MEM_REENTRANCY_GUARD(vndp_guard(opaque));
 
+    vndp_count(opaque, VNDP_RX_BH_RUNS, 1);
     vndp_rx_resume(opaque);
 }
 
@@ -757,6 +829,8 @@ static void vndp_detach_bh(void *opaque)
 
     dq->attached = false;
     dq->tx_polling = false;     /* removing the handler ended any poll */
+    timer_del(dq->tx_wait_timer);
+    dq->tx_wait_empty = 0;
     vndp_rx_unstall(dq);
     qemu_bh_cancel(dq->tx_bh);
     qemu_bh_cancel(dq->rx_flush_bh);
@@ -1222,6 +1296,8 @@ static bool vndp_realize(VirtIONet *n, Error **errp)
         dq->tx_bh = aio_bh_new(dq->ctx, vndp_tx_bh, dq);
         dq->rx_flush_bh = aio_bh_new(dq->ctx, vndp_rx_flush_bh, dq);
         dq->rx_resume_bh = aio_bh_new(dq->ctx, vndp_rx_resume_bh, dq);
+        dq->tx_wait_timer = aio_timer_new(dq->ctx, QEMU_CLOCK_REALTIME,
+                                          SCALE_NS, vndp_tx_wait_cb, dq);
         dp->qs[i] = dq;
     }
     n->dataplane = dp;
@@ -1301,6 +1377,7 @@ void virtio_net_dataplane_unrealize(VirtIONet *n)
         qemu_bh_delete(dq->tx_bh);
         qemu_bh_delete(dq->rx_flush_bh);
         qemu_bh_delete(dq->rx_resume_bh);
+        timer_free(dq->tx_wait_timer);
         g_free(dq);
     }
     g_free(dp->qs);

@@ -43,6 +43,7 @@ struct VirtIONetDPQueue {
     bool attached;              /* running in ctx (set with the BQL) */
     bool resume;                /* attach again at the end of a drain */
     bool tx_polling;            /* ctx polls the TX queue: no kicks */
+    unsigned int tx_wait_empty; /* tx_wait_timer found nothing, in a row */
     bool tx_in_backend;         /* q->async_tx.elem is ours, in the backend */
     unsigned int vqs_reset;     /* RX (bit 0), TX (bit 1) reset by the driver */
     unsigned int tx_unflushed;  /* TX used entries filled, not flushed */
@@ -53,6 +54,7 @@ struct VirtIONetDPQueue {
     QEMUBH *tx_bh;              /* TX budget spent: go on */
     QEMUBH *rx_flush_bh;        /* end of an RX batch: flush, notify */
     QEMUBH *rx_resume_bh;       /* after an attach: deliver what waits */
+    QEMUTimer *tx_wait_timer;   /* a streaming guest's next frames */
     /* Copies of the virtqueues' host notifiers, to find us again */
     EventNotifier tx_notifier;
     EventNotifier rx_notifier;

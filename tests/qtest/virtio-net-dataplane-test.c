@@ -85,6 +85,9 @@
 #define ADAPTIVE_INFLIGHT 4         /* a guest that streams a few at a time */
 #define ADAPTIVE_STREAM 35000       /* frames/s: a stream, bursts or not */
 #define SPARSE_FRAMES   8
+#define STREAM_BURST    4           /* a streaming guest's frames at once, */
+#define STREAM_PERIOD_US 100        /* ...this often: 40,000 frames/s */
+#define STREAM_RATE     25000       /* frames/s: adaptive's lowest level */
 
 /* Frame numbers of a later phase: frames below it may still come late */
 #define NEXT_PHASE      1000000
@@ -112,10 +115,11 @@ static const uint8_t peer_mac[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0x01 };
 
 /* Every counter of provider virtio-net, for one queue pair */
 static const char *const dp_counters[] = {
-    "tx-kicks", "tx-polled", "tx-packets", "tx-bytes", "tx-dropped",
-    "tx-batches", "tx-budget-exhausted", "tx-backend-busy", "tx-interrupts",
-    "tx-interrupts-suppressed",
-    "rx-kicks", "rx-polled", "rx-packets", "rx-bytes", "rx-dropped",
+    "tx-kicks", "tx-polled", "tx-waited", "tx-bh-runs", "tx-packets",
+    "tx-bytes", "tx-dropped", "tx-batches", "tx-budget-exhausted",
+    "tx-backend-busy", "tx-interrupts", "tx-interrupts-suppressed",
+    "rx-kicks", "rx-polled", "rx-bh-runs", "rx-packets", "rx-bytes",
+    "rx-dropped",
     "rx-batches", "rx-no-buffers", "rx-interrupts", "rx-interrupts-suppressed",
 };
 
@@ -1208,13 +1212,15 @@ static void test_stats(void *obj, void *data, QGuestAllocator *alloc)
         return;
     }
     /*
-     * Nothing counted yet, but kicks: libqos kicked while setting the
-     * queues up.  Kicks count from here.
+     * Nothing counted yet, but kicks (libqos kicked while setting the
+     * queues up; kicks count from here) and the bottom halves that catch
+     * up after the pair's first attach.
      */
     s0 = dp_query(t->qts, t->nic, 0, &nresults);
     g_assert_cmpuint(nresults, ==, 1);
     for (i = 0; i < G_N_ELEMENTS(dp_counters); i++) {
-        if (!g_str_has_suffix(dp_counters[i], "-kicks")) {
+        if (!g_str_has_suffix(dp_counters[i], "-kicks") &&
+            !g_str_has_suffix(dp_counters[i], "-bh-runs")) {
             g_assert_cmpint(qdict_get_int(s0, dp_counters[i]), ==, 0);
         }
     }
@@ -1283,6 +1289,10 @@ static void test_stats(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpint(qdict_get_int(s, "tx-interrupts"), ==,
                     qdict_get_int(s, "tx-batches"));
     g_assert_cmpint(qdict_get_int(s, "tx-interrupts-suppressed"), ==, 0);
+    /* Each receive batch flushed from a bottom half; no stream to wait */
+    g_assert_cmpint(qdict_get_int(s, "rx-bh-runs"), >=,
+                    qdict_get_int(s, "rx-batches"));
+    g_assert_cmpint(qdict_get_int(s, "tx-waited"), ==, 0);
 
     /* The same numbers in "info network" and "info stats" */
     info = qtest_hmp(t->qts, "info network");
@@ -2063,6 +2073,9 @@ typedef struct Refiller {
     uint64_t avail;             /* the TX ring's avail and used rings */
     uint64_t used;
     unsigned int inflight;      /* frames the guest keeps available */
+    unsigned int size;          /* of the ring */
+    gint64 period_us;           /* else: @inflight more this often */
+    gint64 next;                /* ...from this time on */
     int cpu;                    /* where the refiller runs */
     cpu_set_t cpus;             /* the test's, before it pinned itself */
     bool want_kick;             /* the refiller saw notifications on */
@@ -2104,11 +2117,23 @@ static gpointer refiller_run(gpointer opaque)
     }
     while (!qatomic_read(&r->stop)) {
         uint16_t used = le16_to_cpu(qatomic_load_acquire(used_idx));
+        uint16_t more = used + r->inflight - r->idx;
 
-        if ((uint16_t)(r->idx - used) < r->inflight) {
-            qatomic_set(&r->published, r->published +
-                        (uint16_t)(used + r->inflight - r->idx));
-            r->idx = used + r->inflight;
+        if (r->period_us) {
+            /* A stream: a burst each period, whatever the device used */
+            gint64 now = g_get_monotonic_time();
+
+            more = (uint16_t)(r->idx + r->inflight - used) <= r->size &&
+                   now >= r->next ? r->inflight : 0;
+            if (more) {
+                r->next = MAX(r->next + r->period_us, now);
+            }
+        } else if ((uint16_t)(r->idx - used) >= r->inflight) {
+            more = 0;
+        }
+        if (more) {
+            qatomic_set(&r->published, r->published + more);
+            r->idx += more;
             qatomic_store_release(avail_idx, cpu_to_le16(r->idx));
             /* The avail index out before the flags are read, as a driver */
             smp_mb();
@@ -2124,14 +2149,15 @@ static gpointer refiller_run(gpointer opaque)
 
 /*
  * Boot a PC whose RAM the test maps too, with the virtio-net-pci device
- * @id (@props) in an IOThread that does not poll, on af-packet netdev hs0
+ * @id (@props) in an IOThread that polls by default if @poll, else does
+ * not poll, on af-packet netdev hs0
  * (@netdev_props, each after a comma), and set up r->ram and
  * the transmit ring of pair 0 for refiller_start(): descriptor N holds
  * frame N, and the avail ring offers N at N.  NULL when the test cannot
  * run here.
  */
 static DPTest *refiller_boot(Refiller *r, const char *id, const char *props,
-                             const char *netdev_props)
+                             const char *netdev_props, bool poll)
 {
     g_autofree char *ram_path = g_strdup("/dev/shm/netplane-ram-XXXXXX");
     uint8_t buf[BUF_SIZE];
@@ -2146,10 +2172,11 @@ static DPTest *refiller_boot(Refiller *r, const char *id, const char *props,
     g_assert_cmpint(ftruncate(fd, REFILLER_RAM), ==, 0);
     t = dp_boot("af-packet", "-m 128M -object memory-backend-file,id=ram0,"
                 "size=128M,mem-path=%s,share=on -machine memory-backend=ram0"
-                " -object iothread,id=io0,poll-max-ns=0"
+                " -object iothread,id=io0%s"
                 " -netdev af-packet,id=hs0,ifname=" IF_QEMU "%s"
                 " -device virtio-net-pci,id=%s,netdev=hs0,iothread=io0,%s"
-                "addr=%d", ram_path, netdev_props, id, props, HP_SLOT);
+                "addr=%d", ram_path, poll ? "" : ",poll-max-ns=0",
+                netdev_props, id, props, HP_SLOT);
     unlink(ram_path);
     if (!t) {
         close(fd);
@@ -2178,6 +2205,7 @@ static DPTest *refiller_boot(Refiller *r, const char *id, const char *props,
     }
     r->avail = vq->avail;
     r->used = vq->used;
+    r->size = vq->size;
     return t;
 }
 
@@ -2256,7 +2284,7 @@ static void test_tx_starve(void)
 {
     Refiller r;
     gint64 start, took = 0;
-    DPTest *t = refiller_boot(&r, "ts0", "", "");
+    DPTest *t = refiller_boot(&r, "ts0", "", "", false);
     unsigned int i;
 
     if (!t) {
@@ -2325,7 +2353,7 @@ static int64_t netdev_stat(DPTest *t, const char *name)
 static void check_tx_batch(const char *netdev_props, unsigned int batch)
 {
     Refiller r;
-    DPTest *t = refiller_boot(&r, "tb0", "", netdev_props);
+    DPTest *t = refiller_boot(&r, "tb0", "", netdev_props, false);
     uint16_t *avail_idx;
     int64_t calls, busy, expected = 1 + DIV_ROUND_UP(TX_BATCH_FRAMES - 1,
                                                      batch);
@@ -2425,7 +2453,7 @@ static void check_adaptive(bool adaptive)
 {
     Refiller r;
     DPTest *t = refiller_boot(&r, "ad0", adaptive ? "" : "adaptive-coal=off,",
-                              "");
+                              "", false);
     int64_t sent, irqs, held;
 
     if (!t) {
@@ -2470,6 +2498,75 @@ static void test_adaptive(void)
 {
     check_adaptive(true);
     check_adaptive(false);
+}
+
+/*
+ * A guest that streams frames in bursts, with gaps longer than IOThread
+ * polling (poll-max-ns at its default): while it streams, the device
+ * looks for the next burst from a timer when polling ends (tx-waited)
+ * and keeps notifications off, so that the guest hardly ever kicks.
+ * Once the stream is over, notifications are on again.  Returns kicks
+ * per frame; -1 if the host was too busy to stream at a moderated rate
+ * (the device never emptied the ring).
+ */
+static double stream_kicks(bool adaptive)
+{
+    Refiller r;
+    DPTest *t = refiller_boot(&r, "sw0", adaptive ? "" : "adaptive-coal=off,",
+                              "", true);
+    int64_t sent, kicks, waited;
+
+    if (!t) {
+        return -1;
+    }
+    r.period_us = STREAM_PERIOD_US;
+    refiller_start(&r, t, STREAM_BURST, 16 * tx_vq(t, 0)->size);
+    sent = get_stat(t, 0, "tx-packets");
+    kicks = get_stat(t, 0, "tx-kicks");
+    waited = get_stat(t, 0, "tx-waited");
+    refiller_kick_for(&r, t, G_USEC_PER_SEC / 5);
+    sent = get_stat(t, 0, "tx-packets") - sent;
+    kicks = get_stat(t, 0, "tx-kicks") - kicks;
+    waited = get_stat(t, 0, "tx-waited") - waited;
+    refiller_stop(&r);
+    g_test_message("adaptive-coal=%s: %" PRId64 " frames, %" PRId64
+                   " kicks, %" PRId64 " timer looks",
+                   adaptive ? "on" : "off", sent, kicks, waited);
+    g_assert_cmpint(sent, >, 1000);
+    if (adaptive) {
+        g_assert_cmpint(waited, >, 0);
+    } else {
+        g_assert_cmpint(waited, ==, 0);
+    }
+
+    /* The stream is over: notifications are on, the next frame goes */
+    g_usleep(10 * 1000);
+    g_assert_false(le16_to_cpu(*(uint16_t *)(r.ram + r.used)) &
+                   VRING_USED_F_NO_NOTIFY);
+    sparse_tx(t, &r, 1);
+    munmap(r.ram, REFILLER_RAM);
+    dp_shutdown(t);
+    return sent * 5 < STREAM_RATE ? -1 : (double)kicks / sent;
+}
+
+/*
+ * Under a stream, fewer than 1 kick in 20 frames with adaptive
+ * moderation, and far more without it (there the test's own kicks come
+ * late, so not one per burst).
+ */
+static void test_stream_wait(void)
+{
+    double on = stream_kicks(true), off = stream_kicks(false);
+
+    g_test_message("kicks per frame: %.3f, with adaptive-coal=off %.3f",
+                   on, off);
+    if (on < 0 || off < 0) {
+        g_test_message("no stream at %d frames/s: nothing compared",
+                       STREAM_RATE);
+        return;
+    }
+    g_assert_cmpfloat(on, <, 0.05);
+    g_assert_cmpfloat(off, >, 2 * on);
 }
 
 /*
@@ -3266,6 +3363,7 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/tx-starve", test_tx_starve);
     qtest_add_func("virtio-net-dataplane/tx-batch", test_tx_batch);
     qtest_add_func("virtio-net-dataplane/adaptive", test_adaptive);
+    qtest_add_func("virtio-net-dataplane/stream-wait", test_stream_wait);
     qtest_add_func("virtio-net-dataplane/queue-rewrite", test_queue_rewrite);
     qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
     qtest_add_func("virtio-net-dataplane/features-mq-late",
