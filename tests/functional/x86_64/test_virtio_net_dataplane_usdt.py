@@ -129,6 +129,13 @@ class UsdtProbes(DataplaneTest):
         intervals = self.hist_count(irq_maps['@irq_interval_us'])
         self.assertGreater(intervals, 0, irq_maps)
         self.assertLessEqual(intervals, self.interrupts(d), (irq_maps, d))
+        # The IOThread's interrupts leave through the guest notifier, at
+        # most one write each (one more per queue at the window's edge)
+        irqs = sum(irq_maps['@interrupts'].values())
+        writes = sum(irq_maps.get('@eventfd_writes', {}).values())
+        self.assertGreater(writes, 0, irq_maps)
+        self.assertLessEqual(writes, irqs + len(irq_maps['@interrupts']),
+                             irq_maps)
 
         self.read_console(vm, 'NPPHASE begin test=udp-rx', 60)
         before = self.device_stats(vm)
@@ -143,9 +150,10 @@ class UsdtProbes(DataplaneTest):
         self.assert_guest_exit(self.read_console(vm, 'NPGUEST exit=', 120))
         self.assertEqual(server.wait(timeout=30), 0)
         self.log.info('%d TX buffers in %d rounds, %d interrupt intervals '
-                      '(device: %d interrupts), %d RX stalls (device: %d '
-                      'without buffers)', sent, rounds, intervals,
-                      self.interrupts(d), stalls, d_rx['rx-no-buffers'])
+                      '(device: %d interrupts), %d eventfd writes for %d '
+                      'interrupts, %d RX stalls (device: %d without '
+                      'buffers)', sent, rounds, intervals, self.interrupts(d),
+                      writes, irqs, stalls, d_rx['rx-no-buffers'])
         self.wait_stopped(vm)
         self.assert_quit_cleanly(vm)
 
