@@ -46,7 +46,10 @@ help:
 deps:
 	@netplane/deps.sh
 
+# A first build installs what QEMU's configure needs (meson from
+# bookworm-backports among them); a no-op once present.
 $(QEMU_BUILD)/build.ninja:
+	@netplane/deps.sh
 	./configure
 
 # The source tree follows patches/ and the new files on every build.
