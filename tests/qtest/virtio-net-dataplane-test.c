@@ -3204,10 +3204,32 @@ static void check_coal(const char *io)
     qtest_clock_step(t->qts, 501 * 1000);
     coal_stat(t, "tx-coal-interrupts-usecs", 1);
 
+    /*
+     * TX's timer takes the interrupt that RX holds along, early; RX's
+     * own timer then finds nothing.  RX's timer leaves TX waiting.
+     */
+    coal_tx(t, 110, 1);
+    qtest_clock_step(t->qts, 100 * 1000);
+    coal_rx(t, 11, 1);
+    qtest_clock_step(t->qts, 401 * 1000);
+    coal_stat(t, "tx-coal-interrupts-usecs", 2);
+    coal_stat(t, "rx-coal-interrupts-usecs", 2);
+    qtest_clock_step(t->qts, 1000 * 1000);
+    coal_stat(t, "rx-coal-interrupts-usecs", 2);
+    coal_set(t, false, 2, 100);
+    coal_tx(t, 111, 1);
+    coal_rx(t, 12, 1);
+    qtest_clock_step(t->qts, 101 * 1000);
+    coal_stat(t, "rx-coal-interrupts-usecs", 3);
+    coal_stat(t, "tx-coal-interrupts-usecs", 2);
+    qtest_clock_step(t->qts, 400 * 1000);
+    coal_stat(t, "tx-coal-interrupts-usecs", 3);
+    coal_set(t, false, 2, 1000);
+
     /* 0 in either field: every packet notifies, none waits */
     coal_set(t, true, 0, 500);
     coal_tx(t, 200, 3);
-    coal_stat(t, "tx-coal-held", 5);
+    coal_stat(t, "tx-coal-held", 7);
 
     /* A re-enabled queue gets RX_SET's values; a disabled one refuses */
     g_assert_cmpint(coal_vq_set(t, 0, 16, 16), ==, VIRTIO_NET_OK);
