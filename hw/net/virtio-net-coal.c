@@ -18,7 +18,8 @@
  * (virtio-net's adaptive-coal, on by default): a millisecond's sample of
  * used buffers picks a level of vncoal_levels[], where sparse traffic and
  * request/response get their notification at once and a stream gathers
- * a few buffers or microseconds.  Whatever the driver sets wins; the
+ * a few buffers or microseconds; a request's transmit completion waits
+ * for its answer (vncoal_answer()).  Whatever the driver sets wins; the
  * main-loop path does not adapt.  An adaptive wait ends when the pair
  * leaves its IOThread (pause, stop, migration): nothing of it migrates.
  *
@@ -61,11 +62,26 @@ static const struct {
     { 50000, 32, 250 },
 };
 
+/*
+ * Adaptive moderation of a transmit completion below the lowest stream
+ * level, when the queue pair answers (request/response): see
+ * vncoal_answer().  A reply on the pair's receive queue within
+ * VNCOAL_ANSWER_US of a completion is an answer; after
+ * VNCOAL_ANSWER_STREAK of them in a row (up to VNCOAL_ANSWER_BACKOFF
+ * after holds that did not pay), a completion's interrupt waits up to
+ * VNCOAL_ANSWER_US or VNCOAL_ANSWER_PACKETS completions.
+ */
+#define VNCOAL_ANSWER_US        500
+#define VNCOAL_ANSWER_STREAK    2
+#define VNCOAL_ANSWER_BACKOFF   256
+#define VNCOAL_ANSWER_PACKETS   16
+
 /* Per data virtqueue; RX counters first, then TX (see vncoal_names) */
 typedef enum VNCoalCounter {
     VNCOAL_IRQS_PACKETS,        /* interrupts at max_packets */
     VNCOAL_IRQS_USECS,          /* by the timer: max_usecs, or TX's */
     VNCOAL_HELD,                /* packets whose interrupt waited */
+    VNCOAL_UNWANTED,            /* held, and not wanted when due */
     VNCOAL__MAX,
 } VNCoalCounter;
 
@@ -74,10 +90,12 @@ static const char *const vncoal_names[2][VNCOAL__MAX] = {
         [VNCOAL_IRQS_PACKETS] = "rx-coal-interrupts-packets",
         [VNCOAL_IRQS_USECS] = "rx-coal-interrupts-usecs",
         [VNCOAL_HELD] = "rx-coal-held",
+        [VNCOAL_UNWANTED] = "rx-coal-unwanted",
     }, {
         [VNCOAL_IRQS_PACKETS] = "tx-coal-interrupts-packets",
         [VNCOAL_IRQS_USECS] = "tx-coal-interrupts-usecs",
         [VNCOAL_HELD] = "tx-coal-held",
+        [VNCOAL_UNWANTED] = "tx-coal-unwanted",
     },
 };
 
@@ -89,10 +107,15 @@ typedef struct VNCoalQueue {
     uint32_t pending;           /* packets since the last notification */
     int64_t first;              /* when the first of them came (virtual) */
     uint32_t hold_usecs;        /* max_usecs of the wait in progress */
+    bool hold_answer;           /* TX: it waits for the pair's answer */
     int64_t sample_start;       /* adaptive: the rate sample (realtime) */
     uint64_t sample_packets;
     unsigned int level;         /* adaptive: vncoal_levels[] */
     bool low_sample;            /* the last sample was below level */
+    bool asked;                 /* TX: its last completion is unanswered */
+    int64_t asked_at;           /* ...since then */
+    unsigned int answers;       /* TX: answered completions in a row */
+    unsigned int answers_needed; /* TX: before its interrupts wait */
     QEMUTimer *timer[2];        /* in the main loop, in the pair's IOThread */
     unsigned int where;         /* timer[] of where the queue runs now */
     uint64_t counters[VNCOAL__MAX];
@@ -147,6 +170,17 @@ static void vncoal_adapt_reset(VNCoalQueue *q)
     q->sample_packets = 0;
 }
 
+/*
+ * And from no answers (vncoal_answer()).  Context: the queue's, or BQL
+ * held with its pair paused
+ */
+static void vncoal_answer_reset(VNCoalQueue *q)
+{
+    q->asked = false;
+    q->answers = 0;
+    q->answers_needed = VNCOAL_ANSWER_STREAK;
+}
+
 /* Interrupt the guest unless it asked not to be.  Context: @vq's */
 static VirtIONetCoalResult vncoal_notify_now(VirtIODevice *vdev, VirtQueue *vq)
 {
@@ -170,9 +204,7 @@ static VirtIONetCoalResult vncoal_fire(VNCoalQueue *q, VNCoalCounter why)
     q->pending = 0;
     timer_del(q->timer[q->where]);
     ret = vncoal_notify_now(vdev, virtio_get_queue(vdev, q->index));
-    if (ret == VIRTIO_NET_COAL_SENT) {
-        vncoal_count(q, why, 1);
-    }
+    vncoal_count(q, ret == VIRTIO_NET_COAL_SENT ? why : VNCOAL_UNWANTED, 1);
     return ret;
 }
 
@@ -183,7 +215,9 @@ static VirtIONetCoalResult vncoal_fire(VNCoalQueue *q, VNCoalCounter why)
  * leaves in the same wake-up, not in one of its own, which costs a
  * vCPU on a busy host (netplane/results/bench-coal-rr-tail.md).  Not
  * the other way: a driver's RX poll frees its TX queue (Linux's
- * napi_tx), so a held TX interrupt is often never wanted.
+ * napi_tx), so a held TX interrupt is often never wanted.  Whether it was
+ * tells a TX queue that waits for answers whether to go on
+ * (vncoal_answer()).
  *
  * Context: the queue's
  */
@@ -194,7 +228,18 @@ static void vncoal_timer_cb(void *opaque)
     MEM_REENTRANCY_GUARD(q->coal->n->nic->reentrancy_guard);
 
     if (q->pending) {
-        vncoal_fire(q, VNCOAL_IRQS_USECS);
+        bool answer = q->hold_answer;
+
+        if (vncoal_fire(q, VNCOAL_IRQS_USECS) != VIRTIO_NET_COAL_SENT) {
+            if (answer) {
+                q->answers_needed = VNCOAL_ANSWER_STREAK;
+            }
+        } else if (answer) {
+            /* The answer came late, or the driver's poll left TX alone */
+            q->answers = 0;
+            q->answers_needed = MIN(q->answers_needed * 2,
+                                    VNCOAL_ANSWER_BACKOFF);
+        }
         if (rx != q && rx->pending) {
             vncoal_fire(rx, VNCOAL_IRQS_USECS);
         }
@@ -270,7 +315,55 @@ static bool vncoal_params(VNCoalQueue *q, uint32_t *max_packets,
         *max_usecs = vncoal_levels[q->level].max_usecs;
         return true;
     }
+    if (q->where && q->coal->adaptive && (q->index & 1) &&
+        q->answers >= q->answers_needed) {
+        *max_packets = VNCOAL_ANSWER_PACKETS;
+        *max_usecs = VNCOAL_ANSWER_US;
+        return true;
+    }
     return false;
+}
+
+/*
+ * Adaptive moderation of request/response: @q sent or received packets
+ * at @now (QEMU_CLOCK_VIRTUAL, the clock of the waits: it stops with the
+ * VM).  A transmit completion's interrupt frees the request's buffer,
+ * which no one waits for once the reply is on its way: a driver's
+ * receive poll frees its transmit queue too (Linux's napi_tx,
+ * virtnet_poll_cleantx()) and turns its notifications on again behind
+ * what it freed, and then the held interrupt is no longer wanted when it
+ * is due (counted in tx-coal-unwanted).  So a transmit queue whose
+ * receive queue answered its last VNCOAL_ANSWER_STREAK completions, each
+ * before the next and within VNCOAL_ANSWER_US, holds the next one's
+ * interrupt that long (vncoal_params()).  A completion that comes while
+ * the one before is unanswered (a stream, several requests in flight) or
+ * a late answer ends it until answers come in a row again.  So does a
+ * held interrupt still wanted when due, and it doubles the answers in a
+ * row needed, up to VNCOAL_ANSWER_BACKOFF: the answer was late, or the
+ * driver frees its transmit buffers only on their own interrupt, and
+ * such a driver sees one completion in VNCOAL_ANSWER_BACKOFF late.  The
+ * receive side is never held by it: the reply's interrupt goes at once.
+ *
+ * Context: the queue's IOThread
+ */
+static void vncoal_answer(VNCoalQueue *q, int64_t now)
+{
+    VNCoalQueue *tx = &q->coal->q[q->index | 1];
+
+    if (q == tx) {
+        if (tx->asked) {
+            tx->answers = 0;
+        }
+        tx->asked = true;
+        tx->asked_at = now;
+    } else if (tx->asked) {
+        if (now - tx->asked_at <= VNCOAL_ANSWER_US * SCALE_US) {
+            tx->answers = MIN(tx->answers + 1, VNCOAL_ANSWER_BACKOFF);
+        } else {
+            tx->answers = 0;
+        }
+        tx->asked = false;
+    }
 }
 
 /* Context: the queue's (its IOThread, or the main loop) */
@@ -281,7 +374,12 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
     uint32_t max_packets, max_usecs;
 
     if (q && q->where && q->coal->adaptive) {
-        vncoal_adapt(q, qemu_clock_get_ns(QEMU_CLOCK_REALTIME), packets);
+        int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+
+        vncoal_adapt(q, now, packets);
+        if (packets) {
+            vncoal_answer(q, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL));
+        }
     }
     if (!q || !vncoal_params(q, &max_packets, &max_usecs)) {
         if (q && q->pending) {
@@ -307,6 +405,7 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
         }
         q->first = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
         q->hold_usecs = max_usecs;
+        q->hold_answer = !vncoal_driver_set(q) && !q->level;
     }
     q->pending += packets;
     if (q->pending >= max_packets) {
@@ -364,11 +463,13 @@ static void vncoal_set(VNCoalQueue *q, uint32_t max_packets,
     q->max_packets = max_packets;
     q->max_usecs = max_usecs;
     trace_virtio_net_coal_set(q->coal->n, q->index, max_packets, max_usecs);
+    vncoal_answer_reset(q);
 
     if (!q->pending) {
         return;
     }
     q->hold_usecs = max_usecs;
+    q->hold_answer = false;
     if (!max_packets || !max_usecs || q->pending >= max_packets) {
         vncoal_fire(q, VNCOAL_IRQS_PACKETS);
     } else if (qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) >= vncoal_deadline(q)) {
@@ -456,6 +557,7 @@ static void vncoal_clear(VNCoalQueue *q)
     q->pending = 0;
     timer_del(q->timer[q->where]);
     vncoal_adapt_reset(q);
+    vncoal_answer_reset(q);
 }
 
 /* Context: BQL held, the queue not running elsewhere */
@@ -512,6 +614,7 @@ void virtio_net_coal_move(VirtIONet *n, unsigned int pair, AioContext *ctx)
         timer_del(q->timer[q->where]);
         q->where = where;
         vncoal_adapt_reset(q);
+        vncoal_answer_reset(q);
         if (q->pending) {
             timer_mod(q->timer[where], vncoal_deadline(q));
         }
@@ -552,6 +655,7 @@ bool virtio_net_coal_realize(VirtIONet *n, bool iothread, Error **errp)
     for (uint32_t i = 0; i < c->nvqs; i++) {
         c->q[i].coal = c;
         c->q[i].index = i;
+        vncoal_answer_reset(&c->q[i]);
         c->q[i].timer[0] = timer_new_ns(QEMU_CLOCK_VIRTUAL, vncoal_timer_cb,
                                         &c->q[i]);
     }

@@ -88,6 +88,7 @@
 #define STREAM_BURST    4           /* a streaming guest's frames at once, */
 #define STREAM_PERIOD_US 100        /* ...this often: 40,000 frames/s */
 #define STREAM_RATE     25000       /* frames/s: adaptive's lowest level */
+#define ANSWER_ROUNDS   50          /* requests before a TX interrupt waits */
 
 /* Frame numbers of a later phase: frames below it may still come late */
 #define NEXT_PHASE      1000000
@@ -126,7 +127,8 @@ static const char *const dp_counters[] = {
 /* And those of notification coalescing (notf_coal=on) */
 static const char *const coal_counters[] = {
     "rx-coal-interrupts-packets", "rx-coal-interrupts-usecs", "rx-coal-held",
-    "tx-coal-interrupts-packets", "tx-coal-interrupts-usecs", "tx-coal-held",
+    "rx-coal-unwanted", "tx-coal-interrupts-packets",
+    "tx-coal-interrupts-usecs", "tx-coal-held", "tx-coal-unwanted",
 };
 
 typedef struct DPPair {
@@ -3255,6 +3257,101 @@ static void test_coal(void)
 }
 
 /*
+ * One request and its answer: the guest sends frame @seq, the peer sends
+ * it back @late_us of virtual time after it is out, and the guest takes
+ * it.  Returns whether the request's TX interrupt waits.
+ */
+static bool answer_round(DPTest *t, uint32_t seq, int64_t late_us)
+{
+    int64_t held = get_stat(t, 0, "tx-coal-held");
+
+    tx_frames(t, 0, seq, 1);
+    peer_expect(t, seq);
+    held = get_stat(t, 0, "tx-coal-held") - held;
+    if (late_us) {
+        qtest_clock_step(t->qts, late_us * 1000);
+    }
+    inject(t, seq);
+    rx_expect(t, 0, seq);
+    rx_post(t, 0, 1);
+    return held;
+}
+
+/* Requests answered at once until a TX interrupt waits: how many */
+static unsigned int answer_until_held(DPTest *t, uint32_t *seq)
+{
+    unsigned int rounds = 0;
+
+    do {
+        g_assert_cmpuint(rounds, <, ANSWER_ROUNDS);
+        rounds++;
+    } while (!answer_round(t, (*seq)++, 0));
+    return rounds;
+}
+
+/*
+ * Request/response under adaptive moderation (an IOThread, no parameters
+ * from the driver).  Once the peer answered the guest's last 2 frames,
+ * each before the next and within 500 us, a frame's TX interrupt waits
+ * up to 500 us for the answer (tx-coal-held); the answer's interrupt
+ * never waits.  When the answer came and the driver turned TX
+ * notifications off meanwhile (as Linux does when its RX poll frees its
+ * TX queue), the held interrupt is not sent when due (tx-coal-unwanted).
+ * One still wanted when due is sent, and then twice as many answers in
+ * a row are needed before the next wait.  A late answer starts the
+ * count again.  Frames that nobody answers never wait
+ * (check_adaptive()).  The virtual clock (-accel qtest) moves only when
+ * the test steps it.
+ */
+static void test_answer(void)
+{
+    DPTest *t = dp_boot_nic("an0", "iothread=io0,");
+    QVirtQueue *vq;
+    int64_t irqs;
+    uint32_t seq = 1;
+
+    if (!t) {
+        return;
+    }
+    vq = tx_vq(t, 0);
+    rx_fill(t, 0);
+    irqs = tx_irqs(t);
+    g_assert_cmpuint(answer_until_held(t, &seq), ==, 3);
+    g_assert_cmpint(tx_irqs(t), ==, irqs + 2);
+
+    /* The driver's RX poll freed TX: the interrupt is no longer wanted */
+    vq_no_interrupt(t, vq);
+    qtest_clock_step(t->qts, 501 * 1000);
+    coal_stat(t, "tx-coal-unwanted", 1);
+    qtest_writew(t->qts, vq->avail, 0);
+
+    /* Answers still come in a row: the next interrupt waits at once */
+    g_assert_true(answer_round(t, seq++, 0));
+    g_assert_cmpint(tx_irqs(t), ==, irqs + 2);
+
+    /* A driver that waits for it: sent when due, and waits stop */
+    qtest_clock_step(t->qts, 501 * 1000);
+    coal_stat(t, "tx-coal-interrupts-usecs", 1);
+    g_assert_cmpuint(answer_until_held(t, &seq), ==, 5);
+    qtest_clock_step(t->qts, 501 * 1000);
+    coal_stat(t, "tx-coal-interrupts-usecs", 2);
+    g_assert_cmpuint(answer_until_held(t, &seq), ==, 9);
+    g_assert_cmpint(tx_irqs(t), ==, irqs + 2 + 1 + 4 + 1 + 8);
+
+    /* Unwanted again: back to 2 in a row; a late answer starts again */
+    vq_no_interrupt(t, vq);
+    qtest_clock_step(t->qts, 501 * 1000);
+    coal_stat(t, "tx-coal-unwanted", 2);
+    qtest_writew(t->qts, vq->avail, 0);
+    g_assert_true(answer_round(t, seq++, 501));
+    coal_stat(t, "tx-coal-interrupts-usecs", 3);
+    g_assert_cmpuint(answer_until_held(t, &seq), ==, 5);
+
+    g_assert_cmpint(get_stat(t, 0, "rx-coal-held"), ==, 0);
+    dp_shutdown(t);
+}
+
+/*
  * Commands of a feature the driver did not take are refused: VQ_SET and
  * VQ_GET without vq_notf_coal, TX_SET and RX_SET without notf_coal.
  */
@@ -3386,6 +3483,7 @@ static void register_virtio_net_dataplane_test(void)
     qtest_add_func("virtio-net-dataplane/tx-batch", test_tx_batch);
     qtest_add_func("virtio-net-dataplane/adaptive", test_adaptive);
     qtest_add_func("virtio-net-dataplane/stream-wait", test_stream_wait);
+    qtest_add_func("virtio-net-dataplane/answer", test_answer);
     qtest_add_func("virtio-net-dataplane/queue-rewrite", test_queue_rewrite);
     qtest_add_func("virtio-net-dataplane/migrate", test_migrate);
     qtest_add_func("virtio-net-dataplane/features-mq-late",
