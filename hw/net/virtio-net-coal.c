@@ -331,8 +331,9 @@ static bool vncoal_params(VNCoalQueue *q, uint32_t *max_packets,
  * which no one waits for once the reply is on its way: a driver's
  * receive poll frees its transmit queue too (Linux's napi_tx,
  * virtnet_poll_cleantx()) and turns its notifications on again behind
- * what it freed, and then the held interrupt is no longer wanted when it
- * is due (counted in tx-coal-unwanted).  So a transmit queue whose
+ * what it freed, and then the held interrupt is no longer wanted: it ends
+ * unsent when the next request comes (virtio_net_coal_pre_flush()) or
+ * when it is due (counted in tx-coal-unwanted).  So a transmit queue whose
  * receive queue answered its last VNCOAL_ANSWER_STREAK completions, each
  * before the next and within VNCOAL_ANSWER_US, holds the next one's
  * interrupt that long (vncoal_params()).  A completion that comes while
@@ -363,6 +364,27 @@ static void vncoal_answer(VNCoalQueue *q, int64_t now)
             tx->answers = 0;
         }
         tx->asked = false;
+    }
+}
+
+/*
+ * A held completion interrupt that the driver no longer wants ends
+ * unsent: its receive poll freed the transmit queue.  In request/response
+ * the next request comes after that, so this is where it is found, not
+ * by the timer (which the next completion would find wanted again).
+ *
+ * Context: the queue's
+ */
+void virtio_net_coal_pre_flush(VirtIONet *n, VirtQueue *vq)
+{
+    VNCoalQueue *q = vncoal_queue(n, virtio_get_queue_index(vq));
+
+    if (q && q->pending && q->hold_answer &&
+        !virtio_notify_wanted(VIRTIO_DEVICE(n), vq)) {
+        q->pending = 0;
+        timer_del(q->timer[q->where]);
+        vncoal_count(q, VNCOAL_UNWANTED, 1);
+        q->answers_needed = VNCOAL_ANSWER_STREAK;
     }
 }
 

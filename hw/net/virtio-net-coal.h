@@ -69,6 +69,12 @@ VirtIONetCoalResult virtio_net_coal_notify(VirtIONet *n, VirtQueue *vq,
                                            unsigned int packets);
 
 /*
+ * @vq is about to use more buffers: end a wait that the driver no longer
+ * wants.  Context: the queue's
+ */
+void virtio_net_coal_pre_flush(VirtIONet *n, VirtQueue *vq);
+
+/*
  * The device needs the driver now (no receive buffers): end an adaptive
  * wait on @vq.  Context: the queue's
  */

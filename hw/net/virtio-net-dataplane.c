@@ -266,6 +266,7 @@ static void vndp_tx_flush(VirtIONetDPQueue *dq)
         return;
     }
     dq->tx_unflushed = 0;
+    virtio_net_coal_pre_flush(dq->dp->n, dq->q->tx_vq);
     virtqueue_flush(dq->q->tx_vq, count);
     vndp_notify(dq, dq->q->tx_vq, VNDP_TX_IRQS, count);
     vndp_count(dq, VNDP_TX_BATCHES, 1);
