@@ -181,6 +181,23 @@ static void vncoal_answer_reset(VNCoalQueue *q)
     q->answers_needed = VNCOAL_ANSWER_STREAK;
 }
 
+/*
+ * A wait for an answer ended; @sent: its interrupt was still wanted (the
+ * answer was late, or the driver's poll left TX alone), so waits stop
+ * until twice as many answers come in a row (vncoal_answer()).
+ *
+ * Context: the queue's
+ */
+static void vncoal_answer_end(VNCoalQueue *q, bool sent)
+{
+    if (sent) {
+        q->answers = 0;
+        q->answers_needed = MIN(q->answers_needed * 2, VNCOAL_ANSWER_BACKOFF);
+    } else {
+        q->answers_needed = VNCOAL_ANSWER_STREAK;
+    }
+}
+
 /* Interrupt the guest unless it asked not to be.  Context: @vq's */
 static VirtIONetCoalResult vncoal_notify_now(VirtIODevice *vdev, VirtQueue *vq)
 {
@@ -229,16 +246,10 @@ static void vncoal_timer_cb(void *opaque)
 
     if (q->pending) {
         bool answer = q->hold_answer;
+        bool sent = vncoal_fire(q, VNCOAL_IRQS_USECS) == VIRTIO_NET_COAL_SENT;
 
-        if (vncoal_fire(q, VNCOAL_IRQS_USECS) != VIRTIO_NET_COAL_SENT) {
-            if (answer) {
-                q->answers_needed = VNCOAL_ANSWER_STREAK;
-            }
-        } else if (answer) {
-            /* The answer came late, or the driver's poll left TX alone */
-            q->answers = 0;
-            q->answers_needed = MIN(q->answers_needed * 2,
-                                    VNCOAL_ANSWER_BACKOFF);
+        if (answer) {
+            vncoal_answer_end(q, sent);
         }
         if (rx != q && rx->pending) {
             vncoal_fire(rx, VNCOAL_IRQS_USECS);
@@ -384,7 +395,7 @@ void virtio_net_coal_pre_flush(VirtIONet *n, VirtQueue *vq)
         q->pending = 0;
         timer_del(q->timer[q->where]);
         vncoal_count(q, VNCOAL_UNWANTED, 1);
-        q->answers_needed = VNCOAL_ANSWER_STREAK;
+        vncoal_answer_end(q, false);
     }
 }
 
