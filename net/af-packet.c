@@ -62,8 +62,9 @@
 #define AF_PACKET_RX_RING_MIN  (1 * MiB)
 #define AF_PACKET_RX_RING_MAX  (1 * GiB)
 /*
- * Default receive ring: 16 MiB holds about 10,000 full-size frames or
- * about 100,000 minimum-size frames (each takes ~160 bytes of the ring).
+ * Default receive ring: 16 MiB holds 8,192 frames up to 2 KiB as
+ * TPACKET_V2 (MTU 1500), and about 10,000 full-size or 100,000
+ * minimum-size frames as TPACKET_V3 blocks (~160 bytes for the smallest).
  */
 #define AF_PACKET_RX_RING_DEFAULT (16 * MiB)
 /* Largest frame without a ring: a GSO frame and its virtio-net header. */
@@ -612,8 +613,14 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
         return false;
     }
     if (caplen < len) {
-        af_packet_count(&s->stats.rx_truncated, 1);
-        trace_af_packet_rx_drop(s->nc.name, "truncated", len);
+        /* A TPACKET_V2 frame holds the MTU: what it cut may be above it */
+        if (!s->vnet_hdr && len > (size_t)s->mtu + AF_PACKET_L2_OVERHEAD) {
+            af_packet_count(&s->stats.rx_oversize, 1);
+            trace_af_packet_rx_drop(s->nc.name, "oversize", len);
+        } else {
+            af_packet_count(&s->stats.rx_truncated, 1);
+            trace_af_packet_rx_drop(s->nc.name, "truncated", len);
+        }
         return false;
     }
     if (!s->trust && !af_packet_for_nic(s, frame)) {
@@ -1282,6 +1289,20 @@ static bool af_packet_setsockopt(int fd, int opt, int val, const char *what,
  *
  * Context: BQL held (setup)
  */
+/*
+ * The TPACKET_V2 frame size for an interface's frames: room for the
+ * header, the link-layer address the kernel puts in front, the virtio-net
+ * header and the largest frame, MTU-sized or a 64 KiB GSO frame with
+ * vnet-hdr.
+ */
+static uint64_t af_packet_v2_frame_size(unsigned int mtu, bool vnet_hdr)
+{
+    return pow2ceil(TPACKET_ALIGN(sizeof(struct tpacket2_hdr)) +
+                    TPACKET_ALIGN(sizeof(struct sockaddr_ll)) +
+                    sizeof(struct virtio_net_hdr) +
+                    (vnet_hdr ? 65536 : (uint64_t)mtu + AF_PACKET_L2_OVERHEAD));
+}
+
 static bool af_packet_setup_ring(AFPacketState *s, const char *ifname,
                                  uint64_t ring_size, uint32_t retire_ms,
                                  Error **errp)
@@ -1293,17 +1314,7 @@ static bool af_packet_setup_ring(AFPacketState *s, const char *ifname,
     req.tp_block_size = s->block_size;
     req.tp_block_nr = s->block_nr;
     if (s->frames) {
-        /*
-         * Room for the header, the link-layer address the kernel puts in
-         * front, the virtio-net header and the largest frame: MTU-sized,
-         * or a 64 KiB GSO frame with vnet-hdr.
-         */
-        uint64_t need = TPACKET_ALIGN(sizeof(struct tpacket2_hdr)) +
-                        TPACKET_ALIGN(sizeof(struct sockaddr_ll)) +
-                        sizeof(struct virtio_net_hdr) +
-                        (s->vnet_hdr ? 65536 :
-                         (uint64_t)s->mtu + AF_PACKET_L2_OVERHEAD);
-        uint64_t frame_size = pow2ceil(need);
+        uint64_t frame_size = af_packet_v2_frame_size(s->mtu, s->vnet_hdr);
 
         if (frame_size > ring_size) {
             error_setg(errp, "af-packet: the MTU of %s (%u) needs %" PRIu64
@@ -1980,8 +1991,10 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
                    "and 1000 milliseconds");
         return -1;
     }
-    c.tpacket_version = opts->has_tpacket_version ? opts->tpacket_version : 3;
-    if (c.tpacket_version != 2 && c.tpacket_version != 3) {
+    /* 0 until the interface's MTU chooses (below) */
+    c.tpacket_version = opts->has_tpacket_version ? opts->tpacket_version : 0;
+    if (opts->has_tpacket_version &&
+        c.tpacket_version != 2 && c.tpacket_version != 3) {
         error_setg(errp, "af-packet: tpacket-version must be 2 (a ring of "
                    "frames, each handed over at once) or 3 (a ring of "
                    "blocks)");
@@ -2043,6 +2056,20 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
         }
     }
     c.queues = queues;
+    if (!c.tpacket_version) {
+        /*
+         * A ring of frames, each handed over as it arrives, so that
+         * request/response waits for no block timer (libpcap's immediate
+         * mode chooses TPACKET_V2 for the same reason), if the frames fit
+         * AF_PACKET_RX_FRAME; blocks for jumbo frames, for vnet-hdr's
+         * 64 KiB GSO frames, and when a block timeout is asked for.
+         */
+        c.tpacket_version =
+            c.ring_size && !opts->has_rx_retire_timeout &&
+            af_packet_v2_frame_size(c.mtu, opts->has_vnet_hdr &&
+                                    opts->vnet_hdr) <= AF_PACKET_RX_FRAME
+            ? 2 : 3;
+    }
 
     for (i = 0; i < queues; i++) {
         nc = qemu_new_net_client(&net_af_packet_info, peer, "af-packet",
@@ -2077,7 +2104,9 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
             goto fail;
         }
         qemu_set_info_str(nc, "ifname=%s,queue=%" PRIi64 ",rx-ring-size=%"
-                          PRIu64 ",vnet-hdr=%s", c.ifname, i, c.ring_size,
+                          PRIu64 "%s,vnet-hdr=%s", c.ifname, i, c.ring_size,
+                          !c.ring_size ? "" : s->frames ? ",tpacket-version=2"
+                                                        : ",tpacket-version=3",
                           s->vnet_hdr ? "on" : "off");
         af_packet_poll(nc, true);
     }

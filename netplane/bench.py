@@ -91,9 +91,10 @@ def variants(build):
         ('af-packet iothread tx-batch=64', np_,
          'virtio-net-pci,iothread=io0', 'af-packet', ',tx-batch=64',
          IOTHREAD),
-        # A ring of frames, each handed over at once: no block timer
-        ('af-packet v2 iothread', np_, 'virtio-net-pci,iothread=io0',
-         'af-packet', ',tpacket-version=2', IOTHREAD),
+        # A ring of blocks, each handed over when full or after its 1 ms
+        # timer (the default is a ring of frames, each handed over at once)
+        ('af-packet v3 iothread', np_, 'virtio-net-pci,iothread=io0',
+         'af-packet', ',tpacket-version=3', IOTHREAD),
         # A plain packet socket's receive buffer instead of the ring
         # (net.core.rmem_default): what the ring is measured against.
         ('af-packet no ring', np_, 'virtio-net-pci', 'af-packet',
@@ -127,6 +128,14 @@ def variants(build):
          'virtio-net-pci,iothread=io0,notf_coal=on', 'tap', '', IOTHREAD,
          'np.coal=tx-usecs:1000:tx-frames:64'),
     ] + coal_variants(np_)
+
+
+# What make bench runs without --only: upstream's two TX modes, and
+# netplane's data paths with their defaults and main alternatives
+MAIN_VARIANTS = ['upstream tx=bh', 'upstream tx=timer', 'netplane',
+                 'netplane iothread', 'netplane iothread no polling',
+                 'netplane af-packet', 'netplane af-packet iothread',
+                 'af-packet v3 iothread', 'af-packet no ring']
 
 
 def test_key(kind, size, rate=0):
@@ -502,7 +511,7 @@ COLORS = {'upstream tx=bh': '#999999', 'upstream tx=timer': '#c4c4c4',
           'netplane iothread no polling': '#6f9fc8',
           'netplane af-packet': '#f2bb80',
           'netplane af-packet iothread': '#c96d12',
-          'af-packet v2 iothread': '#8c3f0a',
+          'af-packet v3 iothread': '#8c3f0a',
           'af-packet no ring': '#4a9a4a',
           'netplane notf_coal': '#b39ddb',
           'netplane ethtool -C 32 200us': '#7e57c2',
@@ -628,10 +637,11 @@ def plot_coal(summary, names, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--build', default=os.path.join(harness.ROOT, 'build'))
-    ap.add_argument('--reps', type=int, default=3)
+    ap.add_argument('--reps', type=int, default=5)
     ap.add_argument('--secs', type=int, default=5,
                     help='seconds of traffic per test')
-    ap.add_argument('--only', help='comma-separated variant names')
+    ap.add_argument('--only', help='comma-separated variant names, or '
+                    '"all" (default: %s)' % ', '.join(MAIN_VARIANTS))
     ap.add_argument('--tests', help='comma-separated nptraffic tests '
                     '(default: the burst, UDP both ways at 64 and 1400 '
                     'bytes and at 64 bytes paced to %d pkt/s, rr)' % RATE)
@@ -661,8 +671,13 @@ def main():
               'rr:64:%d' % s, 'udp-rx:64:%d:%d' % (s, RATE),
               'udp-rx:64:%d' % s, 'udp-rx:1400:%d' % s])
     vs = variants(args.build)
-    if args.only:
-        keep = args.only.split(',')
+    if args.only != 'all':
+        keep = args.only.split(',') if args.only else MAIN_VARIANTS
+        unknown = set(keep) - {v[0] for v in vs}
+        if unknown:
+            ap.error('no variant %s; there are: %s'
+                     % (', '.join(sorted(unknown)),
+                        ', '.join(v[0] for v in vs)))
         vs = [v for v in vs if v[0] in keep]
     np_ = os.path.join(args.build, 'qemu', 'qemu-system-x86_64')
     for spec in args.binary:

@@ -1075,6 +1075,75 @@ static void netdev_add_del(QTestState *qts, const char *json, const char *id)
                              " 'arguments': { 'id': %s } }", id);
 }
 
+/*
+ * The ring layout netdev_add @json gets, from "info network": 2, 3, or 0
+ * for none.
+ */
+static int ring_version(QTestState *qts, const char *json)
+{
+    g_autofree char *info = NULL;
+    int v;
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_add',"
+                             " 'arguments': %p }",
+                             qobject_from_json(json, &error_abort));
+    info = qtest_hmp(qts, "info network");
+    g_test_message("%s: %s", json, info);
+    g_assert_nonnull(strstr(info, "ifname="));
+    v = strstr(info, ",tpacket-version=2,") ? 2 :
+        strstr(info, ",tpacket-version=3,") ? 3 : 0;
+    qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_del',"
+                             " 'arguments': { 'id': 'r0' } }");
+    return v;
+}
+
+/*
+ * Frames handed over one by one (TPACKET_V2) unless a frame may not fit
+ * 2 KiB (vnet-hdr's GSO frames, an MTU above 1956) or a block timeout is
+ * set; what is asked for explicitly is kept.
+ */
+static void test_ring_defaults(void)
+{
+    AFPacketTest t = { .orig_netns = -1, .sock = -1 };
+    QTestState *qts;
+
+    t.skip = netns_enter(&t);
+    if (t.skip) {
+        g_test_skip(t.skip);
+        g_free(t.skip);
+        return;
+    }
+    g_assert_true(netns_run("ip link add npj0 type veth peer name npj1"));
+    qts = qtest_init("-M none");
+
+#define RING(opts) \
+    ring_version(qts, "{ 'type': 'af-packet', 'id': 'r0'," opts " }")
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "'"), ==, 2);
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'vnet-hdr': true"), ==, 3);
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'vnet-hdr': false"), ==,
+                    2);
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'rx-retire-timeout': 5"),
+                    ==, 3);
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'rx-ring-size': 0"), ==,
+                    0);
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'tpacket-version': 3"),
+                    ==, 3);
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'tpacket-version': 2,"
+                         " 'vnet-hdr': true"), ==, 2);
+    g_assert_true(netns_run("ip link set npj0 mtu 1956"));
+    g_assert_cmpint(RING("'ifname': 'npj0'"), ==, 2);
+    g_assert_true(netns_run("ip link set npj0 mtu 1957"));
+    g_assert_cmpint(RING("'ifname': 'npj0'"), ==, 3);
+    g_assert_true(netns_run("ip link set npj0 mtu 9000"));
+    g_assert_cmpint(RING("'ifname': 'npj0'"), ==, 3);
+    g_assert_cmpint(RING("'ifname': 'npj0', 'tpacket-version': 2"), ==, 2);
+#undef RING
+
+    qtest_quit(qts);
+    g_assert_true(netns_run("ip link del npj0"));
+    netns_destroy(&t.orig_netns, &t.sock, IF_QEMU);
+}
+
 static void test_errors(void)
 {
     AFPacketTest t = { .orig_netns = -1, .sock = -1 };
@@ -1571,10 +1640,11 @@ static void register_af_packet_test(void)
     opts.arg = (gpointer)",rx-ring-size=0";
     qos_add_test("af-packet/rx-no-ring", "virtio-net", test_rx, &opts);
     qos_add_test("af-packet/stats-no-ring", "virtio-net", test_stats, &opts);
-    opts.arg = (gpointer)",tpacket-version=2";
-    qos_add_test("af-packet/rx-v2", "virtio-net", test_rx, &opts);
-    qos_add_test("af-packet/burst-v2", "virtio-net", test_burst, &opts);
-    qos_add_test("af-packet/stats-v2", "virtio-net", test_stats, &opts);
+    /* The default is TPACKET_V2 here (MTU 1500), and V3 with vnet-hdr */
+    opts.arg = (gpointer)",tpacket-version=3";
+    qos_add_test("af-packet/rx-v3", "virtio-net", test_rx, &opts);
+    qos_add_test("af-packet/burst-v3", "virtio-net", test_burst, &opts);
+    qos_add_test("af-packet/stats-v3", "virtio-net", test_stats, &opts);
     opts.arg = (gpointer)",tpacket-version=2,vnet-hdr=on";
     qos_add_test("af-packet/rx-v2-vnet-hdr", "virtio-net", test_rx, &opts);
 
@@ -1593,6 +1663,7 @@ static void register_af_packet_test(void)
 
     qtest_add_func("af-packet/errors", test_errors);
     qtest_add_func("af-packet/bad-options", test_bad_options);
+    qtest_add_func("af-packet/ring-defaults", test_ring_defaults);
     qtest_add_func("af-packet/fanout-ids", test_fanout_ids);
     qtest_add_func("af-packet/mq-steer", test_mq_steer);
 }
