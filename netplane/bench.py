@@ -173,6 +173,11 @@ def metrics(res):
         m['p50_us'] = float(res.get('p50_us', 0))
         m['p99_us'] = float(res.get('p99_us', 0))
         m['lost'] = float(res.get('lost', 0))
+    elif test.startswith('tcp'):
+        # a stream counts no packets: per 1448-byte segment (MSS at MTU
+        # 1500 with timestamps) of what arrived
+        m['mbps'] = float(res.get('mbps', 0))
+        n = int(m['mbps'] * 1e6 / 8 * res.get('_wall', 0) / 1448)
     else:
         n = int(res.get('recv', 0))
         m['pps'] = float(res.get('pps', 0))
@@ -400,6 +405,8 @@ def table(summary, names, tests):
         if rr:
             cols = [('trans/s', 'tps', 0, True), ('p50 µs', 'p50_us', 0, True),
                     ('p99 µs', 'p99_us', 0, True)]
+        elif test.startswith('tcp'):
+            cols = [('Mbit/s', 'mbps', 0, True)]
         else:
             cols = [('pkt/s', 'pps', 0, True),
                     ('loss %', 'loss_pct', 1, False)]
@@ -487,7 +494,8 @@ def device_table(summary, names, tests):
 
 LEGEND = """
 Columns: irq/pkt and kicks/pkt per packet of the test (per transaction
-for rr; guest kicks for udp-tx per packet sent), by virtio queue: guest
+for rr, per 1448 bytes received for tcp; guest kicks for udp-tx per
+packet sent), by virtio queue: guest
 interrupts from /proc/interrupts, guest kicks from virtio_net's ethtool
 counters (tx_queue_N_kicks: TX notifications; rx_queue_N_kicks: RX
 buffers refilled and the device notified).  µs/pkt: QEMU CPU time per
