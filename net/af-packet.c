@@ -62,11 +62,13 @@
 #define AF_PACKET_RX_RING_MIN  (1 * MiB)
 #define AF_PACKET_RX_RING_MAX  (1 * GiB)
 /*
- * Default receive ring: 16 MiB holds 8,192 frames up to 2 KiB as
- * TPACKET_V2 (MTU 1500), and about 10,000 full-size or 100,000
- * minimum-size frames as TPACKET_V3 blocks (~160 bytes for the smallest).
+ * Default receive ring: 16 MiB of TPACKET_V3 blocks holds about 10,000
+ * full-size or 100,000 minimum-size frames (~160 bytes for the smallest);
+ * 32 MiB of TPACKET_V2 frames holds 16,384 frames up to 2 KiB (MTU 1500),
+ * so that a 10,000-frame burst fits either.
  */
 #define AF_PACKET_RX_RING_DEFAULT (16 * MiB)
+#define AF_PACKET_RX_RING_DEFAULT_V2 (32 * MiB)
 /* Largest frame without a ring: a GSO frame and its virtio-net header. */
 #define AF_PACKET_RXBUF_SIZE   (65536 + sizeof(struct virtio_net_hdr))
 #define AF_PACKET_RETIRE_DEFAULT  1
@@ -2069,6 +2071,9 @@ int net_init_af_packet(const Netdev *netdev, const char *name,
             af_packet_v2_frame_size(c.mtu, opts->has_vnet_hdr &&
                                     opts->vnet_hdr) <= AF_PACKET_RX_FRAME
             ? 2 : 3;
+    }
+    if (c.tpacket_version == 2 && !opts->has_rx_ring_size) {
+        c.ring_size = AF_PACKET_RX_RING_DEFAULT_V2;
     }
 
     for (i = 0; i < queues; i++) {

@@ -28,6 +28,7 @@
 #include "qemu/bswap.h"
 #include "qemu/cutils.h"
 #include "qemu/module.h"
+#include "qemu/units.h"
 #include "qobject/qdict.h"
 #include "qobject/qjson.h"
 #include "qobject/qlist.h"
@@ -1077,11 +1078,12 @@ static void netdev_add_del(QTestState *qts, const char *json, const char *id)
 
 /*
  * The ring layout netdev_add @json gets, from "info network": 2, 3, or 0
- * for none.
+ * for none; its size in @size.
  */
-static int ring_version(QTestState *qts, const char *json)
+static int ring_version(QTestState *qts, const char *json, uint64_t *size)
 {
     g_autofree char *info = NULL;
+    const char *p;
     int v;
 
     qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_add',"
@@ -1092,6 +1094,9 @@ static int ring_version(QTestState *qts, const char *json)
     g_assert_nonnull(strstr(info, "ifname="));
     v = strstr(info, ",tpacket-version=2,") ? 2 :
         strstr(info, ",tpacket-version=3,") ? 3 : 0;
+    p = strstr(info, ",rx-ring-size=");
+    g_assert_nonnull(p);
+    *size = g_ascii_strtoull(p + strlen(",rx-ring-size="), NULL, 10);
     qtest_qmp_assert_success(qts, "{ 'execute': 'netdev_del',"
                              " 'arguments': { 'id': 'r0' } }");
     return v;
@@ -1106,6 +1111,7 @@ static void test_ring_defaults(void)
 {
     AFPacketTest t = { .orig_netns = -1, .sock = -1 };
     QTestState *qts;
+    uint64_t size;
 
     t.skip = netns_enter(&t);
     if (t.skip) {
@@ -1117,9 +1123,15 @@ static void test_ring_defaults(void)
     qts = qtest_init("-M none");
 
 #define RING(opts) \
-    ring_version(qts, "{ 'type': 'af-packet', 'id': 'r0'," opts " }")
+    ring_version(qts, "{ 'type': 'af-packet', 'id': 'r0'," opts " }", &size)
+    /* 16,384 frames of 2 KiB, or 16 MiB of blocks */
     g_assert_cmpint(RING("'ifname': '" IF_QEMU "'"), ==, 2);
+    g_assert_cmpuint(size, ==, 32 * MiB);
     g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'vnet-hdr': true"), ==, 3);
+    g_assert_cmpuint(size, ==, 16 * MiB);
+    g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'rx-ring-size': 1048576"),
+                    ==, 2);
+    g_assert_cmpuint(size, ==, 1 * MiB);
     g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'vnet-hdr': false"), ==,
                     2);
     g_assert_cmpint(RING("'ifname': '" IF_QEMU "', 'rx-retire-timeout': 5"),
