@@ -338,6 +338,9 @@ def summary_table(summary, names, tests):
     if pairs:
         which = '/'.join(k.split(':')[0][-2:].upper() for k in pairs)
         cols += [
+            ('vCPU µs/pkt ' + which, lambda s: '/'.join(
+                med(s.get(k, {}), 'cpu_us_per_pkt_vcpu', 1)
+                for k in pairs)),
             ('main+IO µs/pkt ' + which, lambda s: '/'.join(
                 med(s.get(k, {}), 'cpu_us_per_pkt_mainio', 1)
                 for k in pairs)),
