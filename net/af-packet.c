@@ -614,15 +614,15 @@ static bool af_packet_rx_acceptable(AFPacketState *s, const uint8_t *frame,
         trace_af_packet_rx_drop(s->nc.name, "runt", len);
         return false;
     }
-    if (caplen < len) {
-        /* A TPACKET_V2 frame holds the MTU: what it cut may be above it */
-        if (!s->vnet_hdr && len > (size_t)s->mtu + AF_PACKET_L2_OVERHEAD) {
-            af_packet_count(&s->stats.rx_oversize, 1);
-            trace_af_packet_rx_drop(s->nc.name, "oversize", len);
-        } else {
-            af_packet_count(&s->stats.rx_truncated, 1);
-            trace_af_packet_rx_drop(s->nc.name, "truncated", len);
-        }
+    /*
+     * A TPACKET_V2 frame holds the MTU: a frame it cut for being above
+     * the MTU (without vnet-hdr) is oversize, counted below as a whole
+     * one is.
+     */
+    if (caplen < len &&
+        (s->vnet_hdr || len <= (size_t)s->mtu + AF_PACKET_L2_OVERHEAD)) {
+        af_packet_count(&s->stats.rx_truncated, 1);
+        trace_af_packet_rx_drop(s->nc.name, "truncated", len);
         return false;
     }
     if (!s->trust && !af_packet_for_nic(s, frame)) {
@@ -1287,11 +1287,6 @@ static bool af_packet_setsockopt(int fd, int opt, int val, const char *what,
 }
 
 /*
- * Set up the receive ring of @s->fd and map it.
- *
- * Context: BQL held (setup)
- */
-/*
  * The TPACKET_V2 frame size for an interface's frames: room for the
  * header, the link-layer address the kernel puts in front, the virtio-net
  * header and the largest frame, MTU-sized or a 64 KiB GSO frame with
@@ -1305,6 +1300,11 @@ static uint64_t af_packet_v2_frame_size(unsigned int mtu, bool vnet_hdr)
                     (vnet_hdr ? 65536 : (uint64_t)mtu + AF_PACKET_L2_OVERHEAD));
 }
 
+/*
+ * Set up the receive ring of @s->fd and map it.
+ *
+ * Context: BQL held (setup)
+ */
 static bool af_packet_setup_ring(AFPacketState *s, const char *ifname,
                                  uint64_t ring_size, uint32_t retire_ms,
                                  Error **errp)
